@@ -1,0 +1,6 @@
+"""Models: the registry, backbones (ResNet-FPN, SpineNet, LCNet/RSAFPN, SM-NAS ResNets, NATS) and
+detectors assembled from torchvision. Importing this package registers every builder."""
+from .registry import (UnknownNameError, create_backbone, describe_models, list_models,  # noqa: F401
+                       register_backbone, register_detector)
+from . import resnet_fpn  # noqa: F401,E402  (registers backbones)
+from .detectors import create_detector  # noqa: F401,E402
