@@ -4,3 +4,4 @@ from .registry import (UnknownNameError, create_backbone, describe_models, list_
                        register_backbone, register_detector)
 from . import resnet_fpn  # noqa: F401,E402  (registers backbones)
 from .detectors import create_detector  # noqa: F401,E402
+from . import spinenet  # noqa: F401,E402  (registers SpineNet backbones and retinanet_spinenet)
