@@ -5,3 +5,4 @@ from .registry import (UnknownNameError, create_backbone, describe_models, list_
 from . import resnet_fpn  # noqa: F401,E402  (registers backbones)
 from .detectors import create_detector  # noqa: F401,E402
 from . import spinenet  # noqa: F401,E402  (registers SpineNet backbones and retinanet_spinenet)
+from . import rsanet  # noqa: F401  (registers lcnet_rsafpn and the rsanet detector)
