@@ -381,8 +381,12 @@ def resnet_fpn_nats(base: str = "resnet50_fpn", arch: str | Path | dict | None =
                     groups: int = DEFAULT_GROUPS, channels_per_group: int | None = None,
                     candidates: Iterable = DEFAULT_CANDIDATES, weights: str | None = None, min_level: int = 3,
                     max_level: int = 7, base_kwargs: dict | None = None, **fpn_kwargs) -> nn.Module:
-    """NATS-transformed ResNet-FPN: search=True (dilation search) or a fixed arch (name/path); base = any
-    ResNet FPN backbone (resnet18_fpn, resnet50_fpn, resnet_variant, ...), same pretrained weights."""
+    """NATS dilation transform of a ResNet-FPN (search=True, or a fixed arch name/path); same weights.
+
+    ``base`` is any registered backbone with a ResNet ``.trunk`` (``resnet18_fpn``, ``resnet50_fpn``,
+    ``resnet_variant`` with ``base_kwargs={"arch": ...}``); ``weights`` go to the base builder before the
+    transform, so original and transformed detectors start from the same pretrained weights. With
+    neither ``search`` nor ``arch`` the base is returned untransformed (the "original" variant)."""
     if search and arch is not None:
         raise ValueError("resnet_fpn_nats: give either search=True (start from the original) or arch=..., not both")
     bb = create_backbone(base, min_level=min_level, max_level=max_level, weights=weights, **(base_kwargs or {}),
