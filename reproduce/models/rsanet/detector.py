@@ -105,10 +105,3 @@ def rsanet(backbone=None, num_classes: int = 20, *, ratio=1, rsam=True, image_si
                            "image_size": image_size, "head_convs": head_convs}
     return model
 
-
-def count_summary(model: nn.Module, size: int) -> dict:
-    """Params and multiply-adds (backbone + head, as the paper counts) of a built detector at ``size``."""
-    from ...measure import count_params, detector_macs
-
-    return {"params": count_params(model), "macs": detector_macs(model, size)}
-
