@@ -44,6 +44,8 @@ _R0_META = {"verified": False, "tag": "3rd, unverified", "order": "learned (NAS)
             "merge_unused": True, "paper_ref": "paper Fig. 4c, Table 1; hyperion-ml/hyperion R0_SP53_BLOCK_SPECS",
             "note": "third-party reading of Fig. 4c, not checked against the paper"}
 _HYP = "hypothesis: paper Table 8 block orders not available"
+_HYP_TAG = "hypothesis order and connections; R0-SP53 blocks 3rd, unverified"
+_DMG_TAG = "3rd, unverified; hypothesis reading of Table 9"
 
 
 def _arch(name, specs, scaling, title, **meta) -> Architecture:
@@ -58,17 +60,17 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in [
     _arch("spinenet190", SPINENET_BLOCK_SPECS, "190", "SpineNet-190", **_SPINE_META),
     _arch("r0_sp53", R0_SP53_BLOCK_SPECS, "49", "R0-SP53", **_R0_META),
     _arch("r0_sp53_hourglass", transforms.hourglass(R0_SP53_BLOCK_SPECS), "49", "Hourglass (R0-SP53 blocks)",
-          **{**_R0_META, "order": f"fixed encoder-decoder ({_HYP})", "connections": "rule",
+          **{**_R0_META, "order": f"fixed encoder-decoder ({_HYP})", "connections": "rule", "tag": _HYP_TAG,
              "note": "R0-SP53 blocks, resolution down then up; connections by rule, not searched"}),
     _arch("r0_sp53_fish", transforms.fish(R0_SP53_BLOCK_SPECS), "49", "Fish (R0-SP53 blocks)",
-          **{**_R0_META, "order": f"fixed down-up-down ({_HYP})", "connections": "rule",
+          **{**_R0_META, "order": f"fixed down-up-down ({_HYP})", "connections": "rule", "tag": _HYP_TAG,
              "note": "R0-SP53 blocks, resolution down, up, down; connections by rule, not searched"}),
     _arch("r0_sp53_no_short", transforms.remove_short(R0_SP53_BLOCK_SPECS), "49", "R0-SP53, short removed",
           **{**_R0_META, "connections": "transform: remove_short (hypothesis reading of Table 9)",
-             "merge_unused": False}),
+             "merge_unused": False, "tag": _DMG_TAG}),
     _arch("r0_sp53_no_long", transforms.remove_long(R0_SP53_BLOCK_SPECS), "49", "R0-SP53, long removed",
           **{**_R0_META, "connections": "transform: remove_long (hypothesis reading of Table 9)",
-             "merge_unused": False}),
+             "merge_unused": False, "tag": _DMG_TAG}),
     _arch("r0_sp53_sequential", transforms.sequential(R0_SP53_BLOCK_SPECS), "49", "R0-SP53, sequential",
-          **{**_R0_META, "connections": "transform: sequential (Table 9)", "merge_unused": False}),
+          **{**_R0_META, "connections": "transform: sequential (Table 9)", "merge_unused": False, "tag": _DMG_TAG}),
 ]}
