@@ -197,6 +197,8 @@ def test_level_range_and_l2_output():
 def test_norm_options_and_train_step():
     bb = small("spinenet49s", norm="gn").train()
     assert any(isinstance(m, nn.GroupNorm) for m in bb.modules())
+    bb = small("r0_sp53", norm_layer=lambda c: nn.BatchNorm2d(c, momentum=0.01))
+    assert {m.momentum for m in bb.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}
     det = create_detector("retinanet_spinenet", "spinenet49", num_classes=3, image_size=128,
                           backbone_kwargs={"filter_size_scale": 0.25, "endpoints_num_filters": 32},
                           head_filters=32, head_convs=2).train()

@@ -7,7 +7,9 @@ Registered backbones (``reproduce.models.create_backbone(name, **kw)``), one per
 (Table 9). Builder kwargs: ``min_level``, ``max_level``, ``activation`` ("relu" | "swish"),
 ``drop_connect_rate``, ``filter_size_scale``, ``resample_alpha``, ``endpoints_num_filters``,
 ``block_repeats`` (None keeps the SCALING_MAP value), ``norm`` ("bn" | "syncbn" | "frozen_bn" | "gn" |
-callable), ``bn_momentum`` (PyTorch convention), ``bn_eps``.
+callable; ``norm_layer=`` takes the callable too), ``bn_momentum`` (PyTorch convention, default 0.003 =
+1 - TF 0.997), ``bn_eps`` (default 1e-4), ``merge_unused`` (zero-outdegree merge; default from the
+architecture's metadata).
 Registered detector: ``retinanet_spinenet`` (``head.spinenet_retinanet``).
 
 ``min_level <= 2`` on the official SpineNet specs appends tensorflow/models' level-2 output spec

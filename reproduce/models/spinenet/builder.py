@@ -10,7 +10,7 @@ points to; paper sections 3.1-3.4, Fig. 4):
 - Scale-permuted part [code: ``_build_scale_permuted_network``]: per spec, every parent is resampled
   to the block's level and input width (``blocks.Resample``), the resampled parents are summed,
   zero-outdegree features are added to output blocks (``topology.py``), then ``act(sum)`` feeds the
-  block group (``block_repeats`` copies: paper 3.4 "SpineNet-96 doubles every block"). A block with a
+  block group (``block_repeats`` copies: paper 3.4: SpineNet-96 doubles every block). A block with a
   single parent (the damaged graphs of Table 9) takes the resample of that parent, no sum.
 - Drop-connect [code: ``get_drop_connect_rate``]: block ``i`` of ``n`` specs uses
   ``drop_connect_rate * (i + 1) / n``; off when the rate is None or not in (0, 1).
@@ -81,14 +81,14 @@ class SpineNet(nn.Module):
                  resample_alpha: float = 0.5, block_repeats: int = 1, filter_size_scale: float = 1.0,
                  activation: str = "relu", drop_connect_rate: float | None = None, norm="bn",
                  bn_momentum: float = TPU_BN_MOMENTUM, bn_eps: float = TPU_BN_EPS, merge_unused: bool = True,
-                 metadata: dict | None = None):
+                 norm_layer=None, metadata: dict | None = None):
         super().__init__()
         table = as_table(block_specs)
         topo = resolve(table, filter_size_scale=filter_size_scale, min_level=min_level, max_level=max_level,
                        merge_unused=merge_unused)
         if block_repeats < 1:
             raise ValueError(f"block_repeats must be >= 1, got {block_repeats}")
-        norm_f = make_norm(norm, momentum=bn_momentum, eps=bn_eps)
+        norm_f = make_norm(norm_layer or norm, momentum=bn_momentum, eps=bn_eps)  # norm_layer: callable alias
         act = make_act(activation)
         self.block_specs, self.topology = table, topo
         self.min_level, self.max_level = min_level, max_level

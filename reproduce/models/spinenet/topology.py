@@ -7,8 +7,8 @@ instead of tensors, so that the PyTorch builder can create every module up front
   spec ``i`` appends feature ``i + 2``.
 - Each parent's out-degree goes up when the block reads it, **before** the output-block step
   (reference section 3.5/3.6, **code**).
-- Zero-outdegree merge (paper section 3.3: "intermediate blocks without an outgoing edge connect to
-  the same-level output block", as in NAS-FPN): while an **output** block is built, every earlier
+- Zero-outdegree merge (paper section 3.3, paraphrased: an intermediate block without an outgoing
+  edge connects to the output block of its own level, as in NAS-FPN): while an **output** block is built, every earlier
   feature whose out-degree is still 0 and whose spatial size and width both equal the target's input
   is added to the sum as is (no resampler), and its out-degree goes up (**code**). Equal spatial size
   is equal level for inputs divisible by 2^7 (**derived**). For SpineNet-49 it fires once:

@@ -4,19 +4,20 @@ Every function takes a spec table ``[(level, block_fn, parents, is_output), ...]
 **new** table; the input is never modified. Feature indices follow the official format (stem blocks
 are features 0 and 1, spec ``i`` is feature ``i + 2``).
 
-Scale permutation, paper Table 8 (**paper**, text): "we compare with two fixed block orderings,
-Hourglass and Fish, shaped like encoder-decoders after Stacked Hourglass / FPN and FishNet; for each
-fixed order the cross-scale connections are searched as for R0-SP53"; the authors note that each
-shape was tried in one very simple ordering. The paper's Table 8 orders are **not available**: the
+Scale permutation, paper Table 8 (**paper**, text, paraphrased after shared/reference/spinenet.md
+section 8.1): the learned order is compared with two hand-fixed block orders shaped like
+encoder-decoders, Hourglass (after Stacked Hourglass / FPN) and Fish (after FishNet); for each fixed
+order the cross-scale connections are searched as for R0-SP53; the authors note that each shape was
+tried in only one, very simple, ordering. The paper's Table 8 orders are **not available**: the
 orders built here are a **hypothesis** (``hourglass``, ``fish``), and so is their default connection
 rule (``rule_connections``; a learned connection search can replace it through ``with_connections``).
 
-Cross-scale connections, paper Table 9 (**paper**, text): "starting from R0-SP53's scale-permuted
-network, we (1) remove the short-range connections, (2) remove the long-range connections, (3)
-remove both and connect every block to its previous block by a sequential connection"; afterwards
-every block has exactly one input. The reading of short / long is a **hypothesis** (reference
-section 8.2): per block, the short-range parent is the one closer in the block ordering (larger
-feature index), the long-range parent the one farther back.
+Cross-scale connections, paper Table 9 (**paper**, text, paraphrased after reference section 8.2):
+starting from R0-SP53's scale-permuted network, (1) remove the short-range connections, (2) remove
+the long-range connections, (3) remove both and connect every block to the block just before it
+(a sequential chain); after each change every block has exactly one input. The reading of short /
+long is a **hypothesis** (reference section 8.2): per block, the short-range parent is the one
+closer in the block ordering (larger feature index), the long-range parent the one farther back.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from collections import defaultdict
 
 from .specs import NUM_STEM_BLOCKS, as_table
 
-CANDIDATE_WINDOW = 5  # paper section 3.4 (NAS set-up): intermediate blocks pick among the last 5 built blocks
+CANDIDATE_WINDOW = 5  # paper, NAS set-up (reference 5.3): intermediate blocks pick among the last 5 built
 
 
 def with_connections(specs, parents_list) -> list[tuple]:

@@ -1,0 +1,99 @@
+"""The run-record store: one JSON file per run, ``runs/<ablation>/<variant>/seed<k>/record.json``.
+
+A record holds: ablation, variant, seed, scale, the full resolved config, ``status``
+(``running`` | ``completed`` | ``failed`` | ``interrupted``), the error and traceback of a failed
+run, metrics (COCO AP, AP50, AP75, APs, APm, APl, AR100; speed), the per-epoch validation curve,
+params, FLOPs (multiply-adds), wall time, hardware, git commit, and the W&B run id and directory.
+
+Writes are atomic (write a temporary file in the same folder, ``os.replace``), so a killed process
+never leaves a half-written record: the store is always consistent. A ``running`` record whose
+process is gone (killed, machine rebooted) is treated as not finished and is run again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+RUNS_DIR = Path(os.environ.get("REPRODUCE_RUNS", "runs"))
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+def run_dir(ablation: str, variant: str, seed: int, root: str | Path | None = None) -> Path:
+    return Path(root or RUNS_DIR) / ablation / variant / f"seed{seed}"
+
+
+def record_path(ablation: str, variant: str, seed: int, root: str | Path | None = None) -> Path:
+    return run_dir(ablation, variant, seed, root) / "record.json"
+
+
+def write_record(path: str | Path, record: dict) -> None:
+    """Atomically write ``record`` as JSON at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".record.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: str | Path) -> dict | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def update_record(path: str | Path, **fields) -> dict:
+    rec = read_record(path) or {}
+    rec.update(fields)
+    write_record(path, rec)
+    return rec
+
+
+def load_records(ablation: str, root: str | Path | None = None) -> list[dict]:
+    """Every record of an ablation (any status), sorted by variant and seed."""
+    base = Path(root or RUNS_DIR) / ablation
+    recs = [json.loads(p.read_text()) for p in sorted(base.glob("*/seed*/record.json"))]
+    return sorted(recs, key=lambda r: (r.get("variant", ""), r.get("seed", 0)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(record: dict) -> bool:
+    """A ``running`` record whose process is gone (same host, dead pid) or was started elsewhere."""
+    if record.get("status") != "running":
+        return False
+    if record.get("host") != socket.gethostname():
+        return False  # another machine's job (SLURM): leave it alone
+    return not _pid_alive(int(record.get("pid", -1)))
+
+
+def needs_run(record: dict | None, retry_failed: bool = True) -> bool:
+    """Whether a run should (re)start: no record, failed (when retrying), interrupted, or stale."""
+    if record is None:
+        return True
+    status = record.get("status")
+    if status == "completed":
+        return False
+    if status == "failed":
+        return retry_failed
+    if status == "interrupted":
+        return True
+    return is_stale(record)

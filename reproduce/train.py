@@ -1,0 +1,185 @@
+"""Run one experiment: (ablation, variant, seed, scale) -> a trained model and a run record.
+
+``run_one`` builds the DataModule, the LightningModule and the Trainer from a resolved config,
+trains, evaluates, measures params / FLOPs / speed and writes the record. Whatever happens, the
+record ends ``completed``, ``failed`` (any exception, including a diverged loss, with the error and
+traceback) or ``interrupted`` (Ctrl-C / SIGTERM; the run resumes from its last checkpoint next time).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import time
+import traceback
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from .config import ROOT
+from .loggers import finish_wandb, make_loggers
+from .measure import MACS_NOTE, count_params, detector_macs, inference_speed
+from .records import read_record, run_dir, write_record
+
+
+class CurveRecorder(Callback):
+    """Keeps the per-epoch validation metrics (the learning curve) for the record."""
+
+    def __init__(self):
+        self.curve: list[dict] = []
+
+    def on_validation_end(self, trainer, pl_module):  # after the module logged its epoch metrics
+        if trainer.sanity_checking:
+            return
+        m = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if m:
+            self.curve.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step, **m})
+
+
+class FailAtStep(Callback):
+    """``debug.fail_at_step: N`` raises at step N: exercises the failure path end to end (tests)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            raise RuntimeError(f"injected failure at step {trainer.global_step} (debug.fail_at_step)")
+
+
+def git_commit() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "-uno"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def hardware() -> dict:
+    info = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def build_trainer(cfg: dict, out: Path, loggers, callbacks) -> pl.Trainer:
+    t = dict(cfg.get("trainer", {}))
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
+    return pl.Trainer(
+        default_root_dir=str(out), logger=loggers, callbacks=[ckpt, *callbacks],
+        max_epochs=int(t.pop("max_epochs", 1)), accelerator=t.pop("accelerator", "auto"),
+        devices=t.pop("devices", 1), num_nodes=int(t.pop("num_nodes", 1)), strategy=t.pop("strategy", "auto"),
+        precision=t.pop("precision", "32-true"), gradient_clip_val=t.pop("gradient_clip_val", None),
+        num_sanity_val_steps=int(t.pop("num_sanity_val_steps", 0)),
+        enable_progress_bar=bool(t.pop("enable_progress_bar", os.environ.get("CI") is None)),
+        enable_model_summary=bool(t.pop("enable_model_summary", False)),
+        log_every_n_steps=int(t.pop("log_every_n_steps", 10)), sync_batchnorm=bool(t.pop("sync_batchnorm", False)),
+        benchmark=t.pop("benchmark", None), **t)
+
+
+def _measure(module, cfg: dict, speed: bool = True) -> dict:
+    det = module.detector
+    size = int(cfg["data"]["image_size"])
+    out = {"params": count_params(det), "macs": detector_macs(det, size), "macs_input_size": size,
+           "flops_note": MACS_NOTE}
+    paper_size = (cfg.get("measure") or {}).get("paper_input_size")
+    if paper_size:
+        out["macs_paper"] = detector_macs(det, int(paper_size))
+        out["paper_input_size"] = int(paper_size)
+    speed_cfg = (cfg.get("measure") or {}).get("speed", {"repeats": 10})
+    if speed and speed_cfg:
+        device = next(det.parameters()).device
+        sp = inference_speed(det, size, batch=int(speed_cfg.get("batch", 1)), device=device,
+                             warmup=int(speed_cfg.get("warmup", 3)), repeats=int(speed_cfg.get("repeats", 10)),
+                             forward=lambda m, x: m(list(x)))
+        out["speed"] = {k: sp[k] for k in ("median_ms", "fps", "batch", "device", "threads")}
+    return out
+
+
+def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, paper: str = "suite",
+            runs_root: str | Path | None = None, use_wandb: bool | None = None) -> dict:
+    """Train and evaluate one run; returns its final record (also written to disk)."""
+    from lightning_modules import DetectionModule
+    from reproduce.data import DetectionDataModule
+
+    out = run_dir(ablation, variant, seed, runs_root)
+    path = out / "record.json"
+    prev = read_record(path) or {}
+    ckpt = out / "checkpoints" / "last.ckpt"
+    resume = ckpt if prev.get("status") == "interrupted" and ckpt.is_file() else None
+    record = {"ablation": ablation, "variant": variant, "seed": seed, "scale": scale, "paper": paper,
+              "config": cfg, "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_commit(), "hardware": hardware(),
+              "attempt": int(prev.get("attempt", 0)) + 1, "resumed_from": str(resume) if resume else None}
+    write_record(path, record)
+    t0 = time.time()
+    loggers, status, exc_info = [], "failed", None
+    prev_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if _main_thread() else None
+    try:
+        pl.seed_everything(seed, workers=True, verbose=False)
+        dm = DetectionDataModule(cfg["data"], seed=seed)
+        model_cfg = {"image_size": int(cfg["data"]["image_size"]), **cfg["model"]}
+        module = DetectionModule(model=model_cfg, optimizer=cfg["optimizer"], num_classes=dm.num_classes,
+                                 channels_last=bool(cfg.get("trainer", {}).get("channels_last", False)),
+                                 label_to_category=dm.label_to_category)
+        record.update(_measure(module, cfg, speed=False))
+        log_cfg = cfg.get("logger", {})
+        loggers = make_loggers(out, paper=paper, ablation=ablation, variant=variant, seed=seed, scale=scale,
+                               config=cfg, use_wandb=log_cfg.get("wandb", True) if use_wandb is None else use_wandb)
+        curve = CurveRecorder()
+        callbacks = [curve]
+        if (cfg.get("debug") or {}).get("fail_at_step") is not None:
+            callbacks.append(FailAtStep(int(cfg["debug"]["fail_at_step"])))
+        trainer_cfg = {**cfg.get("trainer", {})}
+        trainer_cfg.pop("channels_last", None)
+        trainer = build_trainer({**cfg, "trainer": trainer_cfg}, out, loggers, callbacks)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        if not curve.curve:
+            raise RuntimeError("training finished without a validation epoch; no metrics to record")
+        final = curve.curve[-1]
+        record["metrics"] = {k: v for k, v in final.items() if k not in ("epoch", "step")}
+        record["curve"] = curve.curve
+        record["train_steps"] = trainer.global_step
+        record["epochs"] = trainer.current_epoch
+        if trainer.is_global_zero:
+            record.update(_measure(module, cfg))
+        status = "completed"
+    except KeyboardInterrupt:
+        status, exc_info = "interrupted", "KeyboardInterrupt / SIGTERM"
+        raise
+    except Exception as e:  # any failure is recorded; the ablation carries on with the others
+        exc_info = e
+        record["error"] = f"{type(e).__name__}: {e}"
+        record["traceback"] = traceback.format_exc()
+        record["failure_kind"] = "diverged" if type(e).__name__ == "DivergedError" else "error"
+    finally:
+        if prev_term is not None:
+            signal.signal(signal.SIGTERM, prev_term)
+        try:
+            record["wandb"] = finish_wandb(loggers, exit_code=0 if status == "completed" else 1)
+        except Exception as e:  # W&B trouble must not lose the run's result
+            record["wandb"] = {"error": str(e)}
+        csv = out / "csv" / "metrics.csv"
+        record["csv"] = str(csv) if csv.is_file() else None
+        record["status"] = status
+        record["wall_time_s"] = round(time.time() - t0, 2)
+        record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if status == "interrupted":
+            record["error"] = str(exc_info)
+        write_record(path, record)
+    return record
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
