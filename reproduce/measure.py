@@ -65,9 +65,10 @@ def count_macs(
     return counter.get_total_flops() // 2
 
 
-def detector_macs(detector: nn.Module, input_size: int | Sequence[int], *, proposals: int = 1000) -> int:
+def detector_macs(detector: nn.Module, input_size: int | Sequence[int], *, proposals: int | None = None) -> int:
     """Multiply-adds of a torchvision detector: backbone + dense head(s), and for two-stage
-    detectors the RoI box head on ``proposals`` boxes. The resize / normalise transform, anchor
+    detectors the RoI box head on ``proposals`` boxes (default: the RPN's test-time post-NMS top-n,
+    1000 in torchvision's recipe). The resize / normalise transform, anchor
     generation, box decoding and NMS are excluded, as in the papers' counts.
     """
 
@@ -79,7 +80,8 @@ def detector_macs(detector: nn.Module, input_size: int | Sequence[int], *, propo
             box_head = m.roi_heads.box_head
             res = m.roi_heads.box_roi_pool.output_size
             res = res if isinstance(res, (tuple, list)) else (res, res)
-            pooled = torch.empty(proposals, m.backbone.out_channels, *res, device=x.device)
+            n = proposals or m.rpn._post_nms_top_n["testing"]
+            pooled = torch.empty(n, m.backbone.out_channels, *res, device=x.device)
             m.roi_heads.box_predictor(box_head(pooled))
         else:  # RetinaNet / FCOS: one dense head over every level
             m.head(maps)

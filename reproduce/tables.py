@@ -1,0 +1,312 @@
+"""Run records -> paper-style tables (``reports/<ablation>.md``, ``.csv``, ``.tex``) and figures.
+
+Only records are read: no number is typed. Per ablation and scale, one row per variant: our mean
++/- std over the completed seeds (n shown), the paper's number with its provenance marker, the
+other COCO metrics, params and FLOPs (multiply-adds) counted from the module, measured speed, and
+the run status ("not run" for a variant without records, "failed" with the reason for failed runs).
+Below the table: footnotes for every provenance tag used, the scale-down against the paper, and a
+verdict per claimed ordering (did the paper's ordering reproduce, and is the gap larger than the
+seed spread). Learning curves (val AP per epoch, mean and min/max band over seeds) go to
+``reports/figures/<ablation>_curves.png``; ``reports/README.md`` indexes everything.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+from .config import list_ablations, load_ablation, load_scale
+from .records import load_records
+
+REPORTS = Path("reports")
+MARKERS = {"paper": "", "paper via 3rd": "‡", "code": "*", "3rd": "‡", "derived": "°", "recalled": "†",
+           "hypothesis": "§", "unconfirmed": "¶", "review": "‡"}
+TAG_TEXT = {
+    "paper via 3rd": "the paper's value as quoted by a third party (see the source)",
+    "code": "from the authors' official code / model zoo, not the paper's table",
+    "3rd": "third-party source, not the paper",
+    "derived": "derived by arithmetic from tagged facts",
+    "recalled": "recalled, not verified against the paper text",
+    "hypothesis": "a design choice or inference, not stated by the paper",
+    "unconfirmed": "unconfirmed claim",
+    "review": "from a public review of the paper (third party)",
+}
+
+
+def _mean_std(vals: list[float]) -> tuple[float, float]:
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _fmt(mean: float, std: float, n: int, scale: float = 100.0, digits: int = 1) -> str:
+    if math.isnan(mean):
+        return "–"
+    s = f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    return s + f" (n={n})"
+
+
+def _tag_marker(tag: str | None) -> str:
+    if not tag:
+        return ""
+    key = tag.split(",")[0].strip().lower()
+    for k, m in MARKERS.items():
+        if key.startswith(k):
+            return m
+    return "¶"
+
+
+def summarize(ablation: str, scale: str, runs_root=None) -> dict:
+    """Aggregate the records of one ablation at one scale: per variant, metric lists and statuses."""
+    abl = load_ablation(ablation)
+    recs = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale]
+    metrics = abl.get("table", {}).get("metrics", ["AP", "AP50", "AP75", "APs", "APm", "APl"])
+    rows = []
+    for v, spec in abl["variants"].items():
+        vr = [r for r in recs if r.get("variant") == v]
+        done = [r for r in vr if r.get("status") == "completed"]
+        failed = [r for r in vr if r.get("status") == "failed"]
+        row = {"variant": v, "label": spec.get("label", v), "n": len(done), "failed": len(failed),
+               "running": len([r for r in vr if r.get("status") in ("running", "interrupted")]),
+               "errors": sorted({r.get("error", "")[:120] for r in failed}), "paper": spec.get("paper") or {},
+               "seeds": sorted(r["seed"] for r in done), "metrics": {}, "curves": [r.get("curve", []) for r in done]}
+        for m in metrics:
+            vals = [r["metrics"][m] for r in done if r.get("metrics", {}).get(m, -1) >= 0]
+            row["metrics"][m] = (*_mean_std(vals), len(vals))
+        src = done[0] if done else (vr[0] if vr else {})
+        row["params"] = src.get("params")
+        row["macs"] = src.get("macs")
+        row["macs_paper"] = src.get("macs_paper")
+        row["paper_input_size"] = src.get("paper_input_size")
+        row["input_size"] = src.get("macs_input_size")
+        fps = [r["speed"]["fps"] for r in done if r.get("speed")]
+        row["fps"] = _mean_std(fps) + (len(fps),)
+        wall = [r.get("wall_time_s", 0) for r in done]
+        row["wall_min"] = statistics.fmean(wall) / 60 if wall else math.nan
+        rows.append(row)
+    return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs}
+
+
+def verdicts(summary: dict) -> list[str]:
+    """One line per claim in ``table.claims``: ``{better, worse, metric, source}``."""
+    rows = {r["variant"]: r for r in summary["rows"]}
+    out = []
+    for c in summary["ablation"].get("table", {}).get("claims", []):
+        m = c.get("metric", summary["ablation"].get("table", {}).get("primary", "AP"))
+        b, w = rows.get(c["better"]), rows.get(c["worse"])
+        desc = f"{c['better']} > {c['worse']} on {m}"
+        if c.get("source"):
+            desc += f" ({c['source']})"
+        if not b or not w or b["n"] == 0 or w["n"] == 0:
+            out.append(f"- {desc}: **not tested** (a variant has no completed run)")
+            continue
+        (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
+        diff = mb - mw
+        spread = max(sb, sw)
+        if diff > 0:
+            strength = "beyond the seed spread" if diff > 2 * spread else "within 2x the seed std, so weak"
+            out.append(f"- {desc}: **reproduced** ({mb * 100:.1f} vs {mw * 100:.1f}, gap {diff * 100:+.1f}, {strength})")
+        else:
+            strength = "beyond the seed spread" if -diff > 2 * spread else "within 2x the seed std"
+            out.append(f"- {desc}: **not reproduced** ({mb * 100:.1f} vs {mw * 100:.1f}, gap {diff * 100:+.1f}, {strength})")
+    return out
+
+
+def _status(row: dict, total_seeds: int) -> str:
+    if row["n"] == 0 and row["failed"] == 0:
+        return "running" if row["running"] else "not run"
+    s = f"{row['n']}/{total_seeds} done"
+    if row["failed"]:
+        s += f", {row['failed']} failed"
+    return s
+
+
+def _num(v, div, digits=2):
+    return "–" if v is None else f"{v / div:.{digits}f}"
+
+
+def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
+    abl = summary["ablation"]
+    metrics = summary["metrics"]
+    primary = abl.get("table", {}).get("primary", "AP")
+    total = int(abl.get("seeds", 3))
+    header = ["Variant", f"{primary} (ours)", f"{primary} (paper)"] + [m for m in metrics if m != primary]
+    header += ["Params (M)", "FLOPs (G)", "FPS", "Runs"]
+    body, used_tags = [], []
+    for r in summary["rows"]:
+        mean, std, n = r["metrics"][primary]
+        ours = _fmt(mean, std, n) if r["n"] else ("failed" if r["failed"] else "not run")
+        p = r["paper"]
+        pv = p.get(primary)
+        if pv is None:
+            paper = "–"
+        else:
+            marker = _tag_marker(p.get("tag"))
+            if p.get("tag"):
+                used_tags.append(p["tag"])
+            paper = f"{pv}{marker}"
+        cells = [r["label"], ours, paper]
+        for m in metrics:
+            if m == primary:
+                continue
+            mm, ss, nn = r["metrics"][m]
+            cells.append(f"{mm * 100:.1f}" if nn else "–")
+        cells += [_num(r["params"], 1e6), _num(r["macs"], 1e9, 3),
+                  f"{r['fps'][0]:.1f}" if r["fps"][2] else "–", _status(r, total)]
+        body.append(cells)
+    return header, body, used_tags
+
+
+def render_markdown(summary: dict) -> str:
+    abl, scale = summary["ablation"], summary["scale"]
+    header, body, tags = build_rows(summary)
+    name = abl["name"]
+    lines = [f"## {abl.get('title', name)} — scale `{scale}`", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(c) for c in body]
+    lines = [ln if not ln.startswith("| ") or ln.endswith("|") else ln + " |" for ln in lines]
+    lines.append("")
+    primary = abl.get("table", {}).get("primary", "AP")
+    sc = load_scale(scale)
+    d = sc.get("data", {})
+    notes = [f"Ours: COCO {primary} (IoU .50:.95, torchmetrics + faster_coco_eval) x 100 on the "
+             f"{'synthetic val set' if d.get('kind') == 'synthetic' else d.get('kind', '') + ' val set'}, "
+             f"mean ± std over n seeds; other metric columns are means. "
+             f"FLOPs = multiply-adds at {d.get('image_size')}x{d.get('image_size')} input (torch.utils.flop_counter / 2). "
+             f"FPS: median CPU inference latency, batch 1, measured at the end of each run."]
+    if abl.get("scale_note", {}).get(scale):
+        notes.append("Scale-down: " + abl["scale_note"][scale].strip())
+    for t in sorted(set(tags)):
+        mk = _tag_marker(t)
+        notes.append(f"{mk or '(no marker)'} {t}: {TAG_TEXT.get(t.split(',')[0].strip().lower(), t)}" +
+                     ("" if mk else " (paper value)"))
+    for r in summary["rows"]:
+        src = r["paper"].get("source")
+        if src:
+            notes.append(f"{r['label']} paper value: {src}")
+        if r["paper"].get("note"):
+            notes.append(f"{r['label']}: {r['paper']['note']}")
+        for e in r["errors"]:
+            notes.append(f"{r['label']} failed: `{e}`")
+    for fn in abl.get("table", {}).get("footnotes", []):
+        notes.append(fn.strip())
+    lines += [f"- {n}" for n in notes]
+    v = verdicts(summary)
+    if v:
+        lines += ["", "**Does the paper's ordering reproduce?**", ""] + v
+    return "\n".join(lines) + "\n"
+
+
+def render_tex(summary: dict) -> str:
+    header, body, _ = build_rows(summary)
+
+    def esc(s: str) -> str:
+        return (s.replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_")
+                .replace("±", "$\\pm$").replace("†", "$^\\dagger$").replace("‡", "$^\\ddagger$")
+                .replace("§", "\\S{}").replace("¶", "\\P{}").replace("°", "$^\\circ$"))
+
+    cols = "l" + "r" * (len(header) - 1)
+    out = [f"% generated by `reproduce tables` from run records ({summary['ablation']['name']}, scale {summary['scale']})",
+           "\\begin{tabular}{" + cols + "}", "\\toprule", " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
+    out += [" & ".join(esc(c) for c in row) + " \\\\" for row in body]
+    out += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def plot_curves(summary: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    primary = summary["ablation"].get("table", {}).get("primary", "AP")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for r in summary["rows"]:
+        curves = [c for c in r["curves"] if c]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        ep = [c["epoch"] for c in curves[0][:n]]
+        vals = np.array([[c[i].get(primary, np.nan) for i in range(n)] for c in curves]) * 100
+        mean = np.nanmean(vals, 0)
+        ax.plot(ep, mean, marker="o", label=f"{r['label']} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(ep, np.nanmin(vals, 0), np.nanmax(vals, 0), alpha=0.2)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"val {primary} x 100")
+    ax.set_title(f"{summary['ablation']['name']} ({summary['scale']}): mean, band = min/max over seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) -> list[Path]:
+    """Write ``reports/<name>.md/.csv/.tex`` (+ curves figure) for every scale with records (cpu when none)."""
+    abl = load_ablation(name)
+    scales = sorted({r.get("scale") for r in load_records(name, runs_root)} - {None}) or ["cpu"]
+    scales.sort(key=lambda s: {"cpu": 0, "paper": 1}.get(s, 2))
+    md = [f"# {abl.get('title', name)}", "",
+          f"Generated by `reproduce tables {name}` from the run records in `runs/{name}/`; do not edit by hand.",
+          f"Re-run the ablation: `reproduce run {name} --scale cpu --seeds {abl.get('seeds', 3)}`.", ""]
+    if abl.get("description"):
+        md += [abl["description"].strip(), ""]
+    reports.mkdir(parents=True, exist_ok=True)
+    written = []
+    csv_rows = []
+    tex = []
+    for scale in scales:
+        s = summarize(name, scale, runs_root)
+        md.append(render_markdown(s))
+        fig = plot_curves(s, reports / "figures" / f"{name}_{scale}_curves.png")
+        if fig:
+            md.append(f"![learning curves](figures/{fig.name})\n")
+            written.append(fig)
+        header, body, _ = build_rows(s)
+        csv_rows += [["scale"] + header] + [[scale] + row for row in body]
+        tex.append(render_tex(s))
+    (reports / f"{name}.md").write_text("\n".join(md))
+    with open(reports / f"{name}.csv", "w", newline="") as f:
+        csv.writer(f).writerows(csv_rows)
+    (reports / f"{name}.tex").write_text("\n".join(tex))
+    return [reports / f"{name}.md", reports / f"{name}.csv", reports / f"{name}.tex", *written]
+
+
+def write_index(reports: Path = REPORTS) -> Path:
+    lines = ["# Reports", "", "Every table and figure here is generated; the command beside each regenerates it.", "",
+             "| Report | What | Regenerate |", "|---|---|---|"]
+    for name in list_ablations():
+        abl = load_ablation(name)
+        if (reports / f"{name}.md").exists():
+            lines.append(f"| [{name}.md]({name}.md) ([csv]({name}.csv), [tex]({name}.tex)) | {abl.get('title', '')} | "
+                         f"`reproduce run {name} --scale cpu` then `reproduce tables {name}` |")
+    extra = sorted(p for p in reports.glob("*.md") if p.stem not in list_ablations() and p.name != "README.md")
+    for p in extra:
+        first = next((ln.lstrip("# ").strip() for ln in p.read_text().splitlines() if ln.startswith("#")), p.stem)
+        gen = next((ln.strip() for ln in p.read_text().splitlines() if "enerated by" in ln), "see the file header")
+        lines.append(f"| [{p.name}]({p.name}) | {first} | {gen.replace('|', '/')} |")
+    figs = sorted((reports / "figures").glob("*.png"))
+    if figs:
+        lines += ["", "## Figures", ""] + [f"- [{f.name}](figures/{f.name})" for f in figs]
+    path = reports / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_all_tables(names: list[str] | None = None, runs_root=None) -> list[Path]:
+    out = []
+    for n in names or list_ablations():
+        out += write_ablation_tables(n, runs_root)
+    out.append(write_index())
+    return out

@@ -1,0 +1,121 @@
+"""Runs and records end to end at smoke scale: records, W&B offline runs, failure isolation,
+skipping completed runs, resuming interrupted ones, stale records, tables."""
+import shutil
+
+import pytest
+import yaml
+
+import reproduce.config as config
+from reproduce.ablation import expand, run_ablation
+from reproduce.records import needs_run, read_record, record_path, write_record
+from reproduce.tables import write_ablation_tables
+
+TEST_ABLATION = {
+    "title": "test ablation",
+    "paper": "test",
+    "seeds": 1,
+    "common": {"model": {"backbone": "resnet18_fpn", "detector": "retinanet"},
+               "data": {"image_size": 64, "train_images": 8, "val_images": 4, "batch_size": 4},
+               "trainer": {"max_epochs": 1}, "measure": {"speed": {"repeats": 1, "warmup": 0}}},
+    "variants": {
+        "good": {"label": "Good", "paper": {"AP": 40.7, "tag": "recalled"}},
+        "broken": {"label": "Broken", "debug": {"fail_at_step": 1}},
+        "never": {"label": "Never run"},
+    },
+    "table": {"metrics": ["AP", "AP50"], "primary": "AP",
+              "claims": [{"better": "good", "worse": "broken", "source": "test"}]},
+}
+
+
+@pytest.fixture()
+def test_configs(tmp_path, monkeypatch):
+    cfg_dir = tmp_path / "configs"
+    shutil.copytree(config.CONFIG_DIR / "scales", cfg_dir / "scales")
+    (cfg_dir / "ablations").mkdir()
+    (cfg_dir / "ablations" / "t_abl.yaml").write_text(yaml.safe_dump(TEST_ABLATION, sort_keys=False))
+    monkeypatch.setattr(config, "CONFIG_DIR", cfg_dir)
+    monkeypatch.chdir(tmp_path)  # data/ and reports/ go to the temp folder
+    return cfg_dir
+
+
+def test_expand_merges_scale_common_variant(test_configs):
+    specs = expand("t_abl", "smoke", seeds=2, sets=["optimizer.lr=0.5"])
+    assert [(s.variant, s.seed) for s in specs] == [(v, k) for v in ("good", "broken", "never") for k in (0, 1)]
+    cfg = specs[2].config
+    assert cfg["data"]["image_size"] == 64 and cfg["data"]["clutter"] == 4  # common over scale
+    assert cfg["debug"]["fail_at_step"] == 1 and cfg["optimizer"]["lr"] == 0.5
+    assert "label" not in cfg and "paper" not in cfg
+
+
+def test_failed_run_is_recorded_and_others_complete(test_configs, runs_root):
+    recs = run_ablation("t_abl", "smoke", seeds=1, variants=["broken", "good"], isolate=False, runs_root=runs_root,
+                        log=lambda *a: None)
+    by = {r["variant"]: r for r in recs}
+    assert by["broken"]["status"] == "failed" and "injected failure" in by["broken"]["error"]
+    assert "Traceback" in by["broken"]["traceback"]
+    good = by["good"]
+    assert good["status"] == "completed"
+    for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        assert k in good["metrics"]
+    assert good["params"] > 1e6 and good["macs"] > 0 and good["speed"]["median_ms"] > 0
+    assert good["git"]["commit"] is None or len(good["git"]["commit"]) == 40
+    assert good["curve"][-1]["epoch"] == 1
+    # W&B offline run directory and CSV curves exist
+    assert good["wandb"]["mode"] == "offline"
+    assert any(p.name.startswith("offline-run-") for p in (runs_root / "t_abl/good/seed0/wandb").iterdir())
+    assert good["csv"] and (runs_root / "t_abl/good/seed0/csv/metrics.csv").is_file()
+
+    # a rerun skips the completed run and retries only the failed one (which fails again)
+    log = []
+    again = run_ablation("t_abl", "smoke", seeds=1, variants=["broken", "good"], isolate=False, runs_root=runs_root,
+                         log=log.append)
+    assert any("good/seed0 (smoke): completed, skipped" in line for line in log)
+    assert {r["variant"]: r["attempt"] for r in again if r["variant"] == "broken"} == {"broken": 2}
+    assert read_record(record_path("t_abl", "good", 0, runs_root))["attempt"] == 1
+
+    # the table comes from the records: ours, paper with marker, failed, not run, verdict
+    paths = write_ablation_tables("t_abl", runs_root=runs_root, reports=test_configs.parent / "reports")
+    md = paths[0].read_text()
+    assert "40.7†" in md and "recalled, not verified" in md
+    assert "| Broken | failed |" in md and "| Never run | not run |" in md
+    assert "not tested" in md  # the claim needs both variants completed
+    assert paths[1].read_text().startswith("scale,Variant")
+
+
+def test_interrupted_run_resumes_from_checkpoint(test_configs, runs_root):
+    run_ablation("t_abl", "smoke", seeds=1, variants=["good"], isolate=False, runs_root=runs_root, log=lambda *a: None)
+    path = record_path("t_abl", "good", 0, runs_root)
+    rec = read_record(path)
+    assert (path.parent / "checkpoints" / "last.ckpt").is_file()
+    rec["status"] = "interrupted"
+    write_record(path, rec)
+    out = run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["trainer.max_epochs=2"], isolate=False,
+                       runs_root=runs_root, log=lambda *a: None)[0]
+    assert out["status"] == "completed" and out["resumed_from"].endswith("last.ckpt")
+    assert out["epochs"] == 2 and [c["epoch"] for c in out["curve"]] == [2]  # only the missing epoch ran
+
+
+def test_stale_and_foreign_running_records():
+    import os
+    import socket
+
+    assert needs_run(None)
+    assert not needs_run({"status": "completed"})
+    assert needs_run({"status": "failed"}) and not needs_run({"status": "failed"}, retry_failed=False)
+    assert needs_run({"status": "running", "host": socket.gethostname(), "pid": 2**22 + 12345})  # dead pid
+    assert not needs_run({"status": "running", "host": socket.gethostname(), "pid": os.getpid()})  # alive
+    assert not needs_run({"status": "running", "host": "another-node", "pid": 1})  # a SLURM job elsewhere
+
+
+def test_isolated_run_process_crash_is_recorded(test_configs, runs_root, monkeypatch):
+    """A run whose process dies without finishing its record is recorded failed ('crash')."""
+    import reproduce.ablation as ab
+
+    class Dead:
+        returncode = -9
+
+    monkeypatch.setattr(ab.subprocess, "run", lambda *a, **k: Dead())
+    spec = expand("t_abl", "smoke", seeds=1, variants=["good"])[0]
+    write_record(record_path("t_abl", "good", 0, runs_root), {"status": "running", "pid": 1, "host": "x"})
+    rec = ab._run_isolated(spec, str(runs_root))
+    assert rec["status"] == "failed" and rec["failure_kind"] == "crash" and "-9" in rec["error"]
