@@ -1,0 +1,64 @@
+"""The registry and the CLI: listing, unknown names, detector assembly."""
+import subprocess
+import sys
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from reproduce.cli import main
+from reproduce.models import UnknownNameError, create_backbone, create_detector, list_models
+from reproduce.models.detectors import feature_strides_ok
+
+
+def test_list_shows_ablations_variants_models(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "baseline_detectors" in out and "faster_rcnn" in out and "resnet50_fpn" in out and "cpu" in out
+
+
+@pytest.mark.parametrize("argv,valid", [
+    (["run", "no_such_ablation", "--dry-run"], "baseline_detectors"),
+    (["run", "baseline_detectors", "--variant", "retinanett", "--dry-run"], "retinanet"),
+    (["show", "resnet5_fpn"], "resnet50_fpn"),
+    (["run", "baseline_detectors", "--scale", "huge", "--dry-run"], "smoke"),
+])
+def test_unknown_names_exit_nonzero_and_list_valid(argv, valid, capsys):
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "unknown" in err and valid in err
+
+
+def test_console_script_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "reproduce.cli", "run", "nope", "--dry-run"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "Valid ablations" in r.stderr
+
+
+def test_unknown_backbone_suggests_closest():
+    with pytest.raises(UnknownNameError) as e:
+        create_backbone("resnet50fpn")
+    assert "Did you mean 'resnet50_fpn'" in str(e.value)
+    assert set(list_models()) >= {"resnet18_fpn", "resnet50_fpn"}
+
+
+@pytest.mark.parametrize("levels", [(3, 7), (2, 6)])
+def test_resnet_fpn_contract(levels):
+    bb = create_backbone("resnet18_fpn", min_level=levels[0], max_level=levels[1], out_channels=64)
+    feats = bb(torch.rand(1, 3, 128, 128))
+    assert isinstance(feats, OrderedDict) and list(feats) == [f"p{l}" for l in range(levels[0], levels[1] + 1)]
+    assert feature_strides_ok(bb)
+    for name, f in feats.items():
+        assert f.shape[1] == bb.out_channels and f.shape[-1] == 128 // 2 ** int(name[1:])
+
+
+@pytest.mark.parametrize("det", ["retinanet", "fcos", "faster_rcnn"])
+def test_detectors_train_and_eval(det):
+    torch.manual_seed(0)
+    m = create_detector(det, "resnet18_fpn", num_classes=3, image_size=64, backbone_kwargs={"out_channels": 64})
+    imgs = [torch.rand(3, 64, 64) for _ in range(2)]
+    tgts = [{"boxes": torch.tensor([[4.0, 4, 30, 40]]), "labels": torch.tensor([2])}] * 2
+    losses = m.train()(imgs, tgts)
+    assert all(torch.isfinite(v) for v in losses.values())
+    out = m.eval()(imgs)
+    assert len(out) == 2 and set(out[0]) >= {"boxes", "labels", "scores"}

@@ -1,0 +1,41 @@
+import pytest
+import torch
+from torch import nn
+
+from lightning_modules.optim import lr_lambda, param_groups
+from reproduce.measure import count_macs, count_params, measure_latency
+
+
+def test_step_schedule_with_warmup():
+    f = lr_lambda({"lr": 0.1, "warmup_steps": 10, "warmup_factor": 0.1, "schedule": "step",
+                   "milestones": [0.5, 0.9], "gamma": 0.1}, total_steps=100, steps_per_epoch=10)
+    assert f(0) == pytest.approx(0.1) and f(5) == pytest.approx(0.55) and f(10) == 1.0
+    assert f(49) == 1.0 and f(50) == pytest.approx(0.1) and f(95) == pytest.approx(0.01)
+
+
+def test_cosine_schedule_reaches_min_lr():
+    f = lr_lambda({"lr": 1e-3, "warmup_epochs": 1, "schedule": "cosine", "min_lr": 1e-6}, 100, 10)
+    assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(1e-3) and f(55) == pytest.approx(0.5005, abs=1e-3)
+
+
+def test_bad_schedule_is_rejected():
+    with pytest.raises(ValueError, match="valid: step, cosine, constant"):
+        lr_lambda({"lr": 1, "schedule": "poly"}, 10, 1)
+
+
+def test_norm_and_bias_not_decayed():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    decay, no_decay = param_groups(m, 1e-4)
+    assert len(decay["params"]) == 2 and len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0
+
+
+def test_macs_and_params_of_a_conv():
+    conv = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    assert count_params(conv) == 16 * 8 * 9
+    assert count_macs(conv, 10, channels=8) == 16 * 8 * 9 * 10 * 10  # multiply-adds, not 2x
+    assert conv.weight.device.type == "cpu"  # the caller's module is untouched
+
+
+def test_latency_reports_median():
+    r = measure_latency(lambda: torch.ones(10).sum(), warmup=1, repeats=5)
+    assert r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["repeats"] == 5
