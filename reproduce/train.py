@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from .config import ROOT
 from .loggers import finish_wandb, make_loggers
+from .prepare import run_preparers
 from .measure import MACS_NOTE, count_params, detector_macs, inference_speed
 from .records import read_record, run_dir, write_record
 
@@ -125,6 +126,8 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
     loggers, status, exc_info = [], "failed", None
     prev_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if _main_thread() else None
     try:
+        cfg, record["prepare"] = run_preparers(cfg, seed, runs_root)
+        record["config"] = cfg
         pl.seed_everything(seed, workers=True, verbose=False)
         dm = DetectionDataModule(cfg["data"], seed=seed)
         model_cfg = {"image_size": int(cfg["data"]["image_size"]), **cfg["model"]}
