@@ -18,7 +18,7 @@ not available [reference section 6.3].
 Latency is the median over ``--rounds`` interleaved rounds of ``reproduce.measure.measure_latency``
 medians (interleaving spreads the load of a shared machine over all ratios); the fastest single run
 is reported beside it, as it is the figure least disturbed by other jobs on a shared CPU. Writes
-``reports/channel_ratio.md``. Example::
+``reports/channel_ratio.md`` and the raw numbers to ``reports/channel_ratio.json``. Example::
 
     python benchmarks/channel_ratio.py --lcnet
 """
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
+import json
 import os
 import platform
 import statistics
@@ -39,9 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import itertools
-
-from reproduce.measure import MACS_NOTE, count_macs, measure_latency
+from reproduce.measure import MACS_NOTE, count_macs, measure_latency  # noqa: E402
 
 SOURCE = "3rd: ShuffleNet V2 (Ma et al., ECCV 2018, arXiv 1807.11164), Table 1, x1 FLOPs level"
 # ratio -> (c1, c2) and the paper's speed [3rd: ShuffleNet V2 Table 1, via shared/reference/rsanet.md 5.1]
@@ -159,8 +159,9 @@ def _cpu_name() -> str:
 def _verdict(rel: list[float], paper_rel: float | None = None) -> str:
     """One line: is 1:1 the fastest, does speed fall monotonically with the ratio (5% noise band)."""
     fastest = max(range(len(rel)), key=lambda i: rel[i])
+    top = "yes" if fastest == 0 else ("tied (within 5%)" if max(rel) <= 1.05 else "no")
     monotone = all(b <= a * 1.05 for a, b in itertools.pairwise(rel))
-    text = (f"1:1 fastest: **{'yes' if fastest == 0 else 'no'}**; speed non-increasing with the ratio (within 5%): "
+    text = (f"1:1 fastest: **{top}**; speed non-increasing with the ratio (within 5%): "
             f"**{'yes' if monotone else 'no'}**; 1:12 runs at {rel[-1]:.2f}x the 1:1 speed")
     return text + (f" (paper: {paper_rel:.2f}x)." if paper_rel is not None else ".")
 
@@ -175,7 +176,8 @@ def render(g1: dict, lcnet: list[dict] | None, args, command: str) -> str:
         f"{os.cpu_count()} logical cores visible; machine shared with other jobs)"),
         f"- torch {torch.__version__}, Python {platform.python_version()}, {platform.system()} {platform.machine()}",
         (f"- Timing: median over {args.rounds} interleaved rounds of the median of >= {args.repeats} runs "
-        f"(>= 0.25 s per measurement; 'min' = fastest single run; LCNet part: {args.lcnet_rounds} rounds of >= {args.lcnet_repeats} runs) "
+        f"(>= 0.25 s per measurement; 'min' = fastest single run; LCNet part: {args.lcnet_rounds} rounds of "
+        f">= {args.lcnet_repeats} runs) "
         f"(`reproduce.measure.measure_latency`, {args.warmup} warm-up runs), `torch.inference_mode`, float32."),
         f"- {MACS_NOTE} Counted from the modules (`reproduce.measure.count_macs`).",
         "",
@@ -190,8 +192,9 @@ def render(g1: dict, lcnet: list[dict] | None, args, command: str) -> str:
             (f"### Paper's {setting.upper()} widths, batch {spec['batch']}, run on this CPU "
             f"(paper: {spec['hardware']}, {spec['unit']})"),
             "",
-            (f"| c1:c2 | (c1, c2) | MACs / image (M) | ours: median ms / batch | ours: {spec['unit']} | ours: rel. to 1:1 "
-            f"| ours: min ms | ours: rel. to 1:1 (min) | paper {spec['unit']} † | paper rel. to 1:1 † |"),
+            (f"| c1:c2 | (c1, c2) | MACs / image (M) | ours: median ms / batch | ours: {spec['unit']} "
+            f"| ours: rel. to 1:1 | ours: min ms | ours: rel. to 1:1 (min) "
+            f"| paper {spec['unit']} † | paper rel. to 1:1 † |"),
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         key = "images_s" if spec["unit"] == "images/s" else "batches_s"
@@ -257,7 +260,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(g1, lcnet, args, command.strip()))
-    print(f"wrote {out}")
+    raw = {"command": command.strip(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "device": _cpu_name(), "g1": g1, "lcnet": lcnet}
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 
