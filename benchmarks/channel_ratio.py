@@ -174,6 +174,9 @@ def render(g1: dict, lcnet: list[dict] | None, args, command: str) -> str:
         "",
         (f"- Device: CPU, {_cpu_name()} ({torch.get_num_threads()} thread(s) used, "
         f"{os.cpu_count()} logical cores visible; machine shared with other jobs)"),
+        (f"- Load average (1 / 5 / 15 min) at start {args.load_start}, at end {args.load_end}: other jobs share "
+         "this CPU, so absolute speeds and, less so, relative speeds vary between runs; compare the 'min' columns "
+         "and the orderings rather than single cells."),
         f"- torch {torch.__version__}, Python {platform.python_version()}, {platform.system()} {platform.machine()}",
         (f"- Timing: median over {args.rounds} interleaved rounds of the median of >= {args.repeats} runs "
         f"(>= 0.25 s per measurement; 'min' = fastest single run; LCNet part: {args.lcnet_rounds} rounds of "
@@ -251,17 +254,19 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     command = "python benchmarks/channel_ratio.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.load_start = "/".join(f"{v:.1f}" for v in os.getloadavg())
     g1 = {s: run_g1(s, args.rounds, args.warmup, args.repeats) for s in args.settings}
     for s, rows in g1.items():
         print(s, [(f"1:{r['ratio']}", round(r["images_s"], 1), round(r["rel"], 2)) for r in rows])
     lcnet = run_lcnet(args.lcnet_rounds, 1, args.lcnet_repeats) if args.lcnet else None
     if lcnet:
         print("lcnet", [(f"1:{r['ratio']}", round(r["lcnet_fps"], 2), round(r["rsanet_fps"], 2)) for r in lcnet])
+    args.load_end = "/".join(f"{v:.1f}" for v in os.getloadavg())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(g1, lcnet, args, command.strip()))
     raw = {"command": command.strip(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "device": _cpu_name(), "g1": g1, "lcnet": lcnet}
+           "device": _cpu_name(), "load_avg": [args.load_start, args.load_end], "g1": g1, "lcnet": lcnet}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
