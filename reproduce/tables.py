@@ -71,8 +71,11 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
                "running": len([r for r in vr if r.get("status") in ("running", "interrupted")]),
                "errors": sorted({r.get("error", "")[:120] for r in failed}), "paper": spec.get("paper") or {},
                "seeds": sorted(r["seed"] for r in done), "metrics": {}, "curves": [r.get("curve", []) for r in done]}
-        for m in metrics:
-            vals = [r["metrics"][m] for r in done if r.get("metrics", {}).get(m, -1) >= 0]
+        for m in set(metrics) | {"AP", "FPS"}:
+            if m == "FPS":  # measured inference speed, stored beside the COCO metrics
+                vals = [r["speed"]["fps"] for r in done if r.get("speed")]
+            else:
+                vals = [r["metrics"][m] for r in done if r.get("metrics", {}).get(m, -1) >= 0]
             row["metrics"][m] = (*_mean_std(vals), len(vals))
         src = done[0] if done else (vr[0] if vr else {})
         row["params"] = src.get("params")
@@ -80,8 +83,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["macs_paper"] = src.get("macs_paper")
         row["paper_input_size"] = src.get("paper_input_size")
         row["input_size"] = src.get("macs_input_size")
-        fps = [r["speed"]["fps"] for r in done if r.get("speed")]
-        row["fps"] = _mean_std(fps) + (len(fps),)
+        row["fps"] = row["metrics"]["FPS"]
         wall = [r.get("wall_time_s", 0) for r in done]
         row["wall_min"] = statistics.fmean(wall) / 60 if wall else math.nan
         rows.append(row)
@@ -104,12 +106,14 @@ def verdicts(summary: dict) -> list[str]:
         (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
         diff = mb - mw
         spread = max(sb, sw)
+        k = 1.0 if m == "FPS" else 100.0
+        nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
         if diff > 0:
             strength = "beyond the seed spread" if diff > 2 * spread else "within 2x the seed std, so weak"
-            out.append(f"- {desc}: **reproduced** ({mb * 100:.1f} vs {mw * 100:.1f}, gap {diff * 100:+.1f}, {strength})")
+            out.append(f"- {desc}: **reproduced** ({nums}, {strength})")
         else:
             strength = "beyond the seed spread" if -diff > 2 * spread else "within 2x the seed std"
-            out.append(f"- {desc}: **not reproduced** ({mb * 100:.1f} vs {mw * 100:.1f}, gap {diff * 100:+.1f}, {strength})")
+            out.append(f"- {desc}: **not reproduced** ({nums}, {strength})")
     return out
 
 
@@ -252,6 +256,33 @@ def plot_curves(summary: dict, path: Path) -> Path | None:
     return path
 
 
+def plot_speed_accuracy(summary: dict, path: Path) -> Path | None:
+    """FPS (x) against the primary metric (y), mean and std over seeds, one labelled point per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    primary = summary["ablation"].get("table", {}).get("primary", "AP")
+    pts = [(r["label"], r["metrics"]["FPS"], r["metrics"][primary]) for r in summary["rows"]
+           if r["metrics"]["FPS"][2] and r["metrics"][primary][2]]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (fm, fs, _), (am, as_, _) in pts:
+        ax.errorbar(fm, am * 100, xerr=fs, yerr=as_ * 100, marker="o", capsize=3, label=label)
+    ax.set_xlabel("FPS (CPU, batch 1, median; mean ± std over seeds)")
+    ax.set_ylabel(f"val {primary} x 100")
+    ax.set_title(f"{summary['ablation']['name']} ({summary['scale']}): speed vs accuracy", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) -> list[Path]:
     """Write ``reports/<name>.md/.csv/.tex`` (+ curves figure) for every scale with records (cpu when none)."""
     abl = load_ablation(name)
@@ -273,6 +304,11 @@ def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) ->
         if fig:
             md.append(f"![learning curves](figures/{fig.name})\n")
             written.append(fig)
+        if abl.get("table", {}).get("speed_figure"):
+            sp = plot_speed_accuracy(s, reports / "figures" / f"{name}_{scale}_speed.png")
+            if sp:
+                md.append(f"![speed vs accuracy](figures/{sp.name})\n")
+                written.append(sp)
         header, body, _ = build_rows(s)
         csv_rows += [["scale"] + header] + [[scale] + row for row in body]
         tex.append(render_tex(s))

@@ -1,0 +1,43 @@
+"""Every ablation config is valid data: it expands at every scale, and each variant's detector builds
+and takes a training step at the smoke scale (variants whose model depends on a prepare step, such
+as pretraining or a search, are built without it)."""
+import pytest
+import torch
+
+from reproduce.ablation import expand
+from reproduce.config import list_ablations, list_scales, load_ablation
+
+ABLATIONS = list_ablations()
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_expands_at_every_scale(name):
+    abl = load_ablation(name)
+    assert abl.get("title") and abl.get("table", {}).get("primary")
+    for scale in list_scales():
+        specs = expand(name, scale, seeds=1)
+        assert len(specs) == len(abl["variants"])
+        for s in specs:
+            assert s.config["model"].get("detector"), (name, s.variant)
+    for claim in abl.get("table", {}).get("claims", []):
+        assert claim["better"] in abl["variants"] and claim["worse"] in abl["variants"], claim
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_every_variant_builds_and_trains_a_step(name):
+    from reproduce.models import create_detector
+
+    torch.manual_seed(0)
+    for spec in expand(name, "smoke", seeds=1):
+        model = dict(spec.config["model"])
+        bk = dict(model.pop("backbone_kwargs", None) or {})
+        if spec.config.get("prepare"):
+            bk.pop("weights", None)
+        m = create_detector(model.pop("detector"), model.pop("backbone", "resnet50_fpn"), num_classes=10,
+                            image_size=64, backbone_kwargs=bk or None, **model)
+        size = int(getattr(m.backbone, "size_divisible", 32))
+        size = max(64, size)
+        imgs = [torch.rand(3, size, size) for _ in range(2)]  # 2: BN needs more than one value at 1x1 levels
+        tgt = {"boxes": torch.tensor([[4.0, 4.0, 40.0, 36.0]]), "labels": torch.tensor([3])}
+        losses = m.train()(imgs, [tgt, tgt])
+        assert all(torch.isfinite(v) for v in losses.values()), (name, spec.variant, losses)
