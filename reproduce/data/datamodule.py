@@ -1,0 +1,128 @@
+"""The detection LightningDataModule: synthetic, COCO or VOC data behind one interface.
+
+Config keys (``data:`` section of a run config):
+- ``kind``: ``synthetic`` (generated on first use and cached under ``root``), ``coco`` (``root`` with
+  ``<split>/`` image folders and ``annotations/instances_<split>.json``) or ``voc`` (``roots``: list of
+  VOCdevkit/VOC20xx folders, ``train_split`` / ``val_split`` set names).
+- ``image_size``, ``batch_size`` (the **global** batch: divided by the world size, an error when it
+  does not divide), ``num_workers``, ``hflip``, ``scale_jitter``.
+- synthetic only: ``train_images``, ``val_images``, ``seed`` (the data set's seed; the run seed only
+  changes the model init and the sampling order), ``max_objects``, ``clutter``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from .coco import CocoDetection
+from .synth import synth_detection
+from .transforms import build_transforms
+from .voc import VocDetection
+
+SYNTH_KEYS = ("image_size", "train_images", "val_images", "seed", "max_objects", "clutter", "min_area", "tiers")
+SYNTH_DEFAULTS = {"max_objects": 6, "clutter": 12, "seed": 0, "min_area": 64.0, "tiers": [0.45, 0.4, 0.15]}
+
+
+def collate(batch):
+    return tuple(zip(*batch))
+
+
+def synthetic_root(cfg: dict) -> Path:
+    """Generate (once) and return the synthetic data set described by ``cfg``; safe when several
+    processes ask at once (each writes a temporary folder, the first rename wins)."""
+    spec = {k: cfg.get(k, SYNTH_DEFAULTS.get(k)) for k in SYNTH_KEYS}
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    root = Path(cfg.get("root", "data/synthetic")) / f"det{spec['image_size']}_{key}"
+    if (root / "annotations" / "instances_val.json").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
+    common = dict(size=spec["image_size"], max_objects=spec["max_objects"], clutter=spec["clutter"],
+                  min_area=spec["min_area"], tiers=tuple(spec["tiers"]))
+    synth_detection(tmp, "train", images=spec["train_images"], seed=spec["seed"], **common)
+    synth_detection(tmp, "val", images=spec["val_images"], seed=spec["seed"] + 10_000, **common)
+    (tmp / "spec.json").write_text(json.dumps(spec, indent=1))
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+class DetectionDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: dict, seed: int = 0):
+        super().__init__()
+        self.cfg = dict(cfg)
+        self.seed = seed
+        self.train_set = self.val_set = None
+
+    def _datasets(self, train: bool):
+        c = self.cfg
+        tf = build_transforms(train, c["image_size"], c.get("hflip", 0.5) if train else 0.0,
+                              c.get("scale_jitter") if train else None)
+        kind = c.get("kind", "synthetic")
+        if kind == "synthetic":
+            root = synthetic_root(c)
+            split = "train" if train else "val"
+            return CocoDetection(root / split, root / "annotations" / f"instances_{split}.json", tf,
+                                 skip_empty=train)
+        if kind == "coco":
+            split = c.get("train_split", "train2017") if train else c.get("val_split", "val2017")
+            root = Path(c["root"])
+            return CocoDetection(root / split, root / "annotations" / f"instances_{split}.json", tf, skip_empty=train)
+        if kind == "voc":
+            split = c.get("train_split", "trainval") if train else c.get("val_split", "test")
+            roots = c["roots"] if train else c.get("val_roots", c["roots"][:1])
+            sets = [VocDetection(r, split, tf) for r in roots]
+            ds = sets[0] if len(sets) == 1 else ConcatDataset(sets)
+            if len(sets) > 1:
+                ds.label_to_category, ds.class_names = sets[0].label_to_category, sets[0].class_names
+            return ds
+        raise ValueError(f"unknown data kind {kind!r}; valid: synthetic, coco, voc")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._datasets(True)
+            self.val_set = self._datasets(False)
+
+    @property
+    def label_to_category(self) -> dict:
+        self.setup()
+        return self.val_set.label_to_category
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return len(self.val_set.label_to_category)
+
+    def per_device_batch(self) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        bs = int(self.cfg["batch_size"])
+        if bs % world:
+            raise ValueError(f"global batch_size {bs} is not divisible by devices x nodes = {world}")
+        return bs // world
+
+    def _loader(self, ds, train: bool) -> DataLoader:
+        workers = int(self.cfg.get("num_workers", 0))
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.per_device_batch() if train else int(self.cfg.get("val_batch_size",
+                          self.cfg["batch_size"])), shuffle=train, num_workers=workers, collate_fn=collate,
+                          generator=gen, drop_last=train and len(ds) > self.cfg["batch_size"],
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
