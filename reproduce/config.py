@@ -4,6 +4,7 @@ A run's resolved config = ``configs/scales/<scale>.yaml``
   <- the ablation's ``common:``
   <- the ablation's ``scales.<scale>:``
   <- the variant's own keys
+  <- the variant's ``scales.<scale>:`` (keys that only this variant needs at this scale)
   <- command-line ``--set a.b=value`` overrides.
 Later layers win; dicts merge key by key, everything else is replaced.
 """
@@ -100,8 +101,9 @@ def resolve_run_config(ablation: dict, variant: str, scale: str, sets: list[str]
     variants = ablation["variants"]
     if variant not in variants:
         raise _unknown("variant", variant, list(variants))
-    v = {k: val for k, val in variants[variant].items() if k not in ("label", "paper", "note")}
-    cfg = deep_merge(load_scale(scale), ablation.get("common"), (ablation.get("scales") or {}).get(scale), v)
+    v = {k: val for k, val in variants[variant].items() if k not in ("label", "paper", "note", "scales")}
+    v_scale = (variants[variant].get("scales") or {}).get(scale)
+    cfg = deep_merge(load_scale(scale), ablation.get("common"), (ablation.get("scales") or {}).get(scale), v, v_scale)
     return apply_sets(cfg, sets)
 
 

@@ -84,6 +84,13 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["paper_input_size"] = src.get("paper_input_size")
         row["input_size"] = src.get("macs_input_size")
         row["fps"] = row["metrics"]["FPS"]
+        # cost of preparation steps (pretraining, architecture search): one value per distinct step run
+        costs: dict[str, dict[str, float]] = {}
+        for r in done:
+            for step in r.get("prepare") or []:
+                if step.get("wall_time_s") is not None and step.get("searched", True):
+                    costs.setdefault(step["kind"], {})[str(step.get("record"))] = step["wall_time_s"] / 60
+        row["prepare_min"] = {k: statistics.fmean(v.values()) for k, v in costs.items()}
         wall = [r.get("wall_time_s", 0) for r in done]
         row["wall_min"] = statistics.fmean(wall) / 60 if wall else math.nan
         rows.append(row)
@@ -136,7 +143,8 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
     primary = abl.get("table", {}).get("primary", "AP")
     total = int(abl.get("seeds", 3))
     header = ["Variant", f"{primary} (ours)", f"{primary} (paper)"] + [m for m in metrics if m != primary]
-    header += ["Params (M)", "FLOPs (G)", "FPS", "Runs"]
+    kinds = sorted({k for r in summary["rows"] for k in r.get("prepare_min", {})})
+    header += ["Params (M)", "FLOPs (G)", "FPS"] + [f"{k} cost (min)" for k in kinds] + ["Runs"]
     body, used_tags = [], []
     for r in summary["rows"]:
         mean, std, n = r["metrics"][primary]
@@ -157,7 +165,9 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
             mm, ss, nn = r["metrics"][m]
             cells.append(f"{mm * 100:.1f}" if nn else "–")
         cells += [_num(r["params"], 1e6), _num(r["macs"], 1e9, 3),
-                  f"{r['fps'][0]:.1f}" if r["fps"][2] else "–", _status(r, total)]
+                  f"{r['fps'][0]:.1f}" if r["fps"][2] else "–"]
+        cells += [f"{r['prepare_min'][k]:.1f}" if k in r.get("prepare_min", {}) else "–" for k in kinds]
+        cells.append(_status(r, total))
         body.append(cells)
     return header, body, used_tags
 
