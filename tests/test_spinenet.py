@@ -276,7 +276,7 @@ def test_names_registered_and_unknown_name_lists_valid():
     with pytest.raises(UnknownNameError, match="spinenet49"):
         create_backbone("spinenet50")
     with pytest.raises(UnknownNameError, match="r0_sp53_fish"):
-        spinenet_retinanet("resnet50_fpn")
+        spinenet_retinanet("spinenet50")
 
 
 def test_graph_drawing(tmp_path):

@@ -6,7 +6,8 @@ one arc per connection, dashed arcs for the zero-outdegree merges into output bl
 section 3.3), crossed grey markers for blocks that reach no endpoint (not built, see ``topology.py``).
 Pure drawing: the graph comes from ``topology.resolve``, the same resolution the builder uses.
 
-``python -m reproduce.models.spinenet.graph [OUT_DIR]`` writes
+``draw_model_graph(name, out_path)`` draws one registered architecture (used by
+``reproduce show NAME --graph``). ``python -m reproduce.models.spinenet.graph [OUT_DIR]`` writes
 ``reports/figures/spinenet_graph_<name>.png`` for SpineNet-49, R0-SP53 (3rd, unverified), the
 Hourglass and Fish orders (hypothesis) and the three connection-damaged graphs (Table 9).
 """
@@ -59,7 +60,8 @@ def draw_block_graph(specs, path, title: str | None = None, *, merge_unused: boo
         live, lv = topo.live[f], topo.levels[f]
         is_endpoint = f in topo.endpoints.values()
         ax.scatter([f], [lv], marker=marker, s=170 if is_endpoint else 110, zorder=3,
-                   c=color if live else "white", edgecolors="#d62728" if is_endpoint else (color if live else "#bbbbbb"),
+                   c=color if live else "white",
+                   edgecolors="#d62728" if is_endpoint else (color if live else "#bbbbbb"),
                    linewidths=2.4 if is_endpoint else 1.0)
         if not live:
             ax.scatter([f], [lv], marker="x", s=70, c="#bbbbbb", zorder=4)
@@ -93,20 +95,45 @@ def draw_block_graph(specs, path, title: str | None = None, *, merge_unused: boo
     return path
 
 
+def _draw_arch(arch_name: str, path, specs=None) -> Path:
+    from .architectures import ARCHITECTURES
+    from .specs import load_specs
+
+    arch = ARCHITECTURES[arch_name]
+    meta, table = dict(arch.metadata), arch.table
+    if specs is not None:
+        table, spec_meta = load_specs(specs)
+        meta["connections"] = spec_meta.get("connections", "from specs")
+    tag = "" if meta.get("verified") else f" [{meta.get('tag')}]"
+    caption = f"order: {meta.get('order')}; connections: {meta.get('connections')}"
+    return draw_block_graph(table, path, f"{arch.title}{tag}", merge_unused=meta.get("merge_unused", True),
+                            caption=caption)
+
+
+def draw_model_graph(name: str, out_path, specs=None) -> Path:
+    """Draw the registered SpineNet-family backbone ``name`` to ``out_path`` (PNG); ``specs`` (table or
+    JSON path) draws other connections for the same order, and is required for ``spinenet_custom``."""
+    from .architectures import ARCHITECTURES
+    from .specs import load_specs
+
+    if name == "spinenet_custom":
+        if specs is None:
+            raise ValueError("spinenet_custom has no table of its own: pass specs= (a table or JSON path)")
+        table, meta = load_specs(specs)
+        caption = f"order: {meta.get('order', 'from specs')}; connections: {meta.get('connections', 'from specs')}"
+        return draw_block_graph(table, out_path, meta.get("title", "SpineNet (custom specs)"),
+                                merge_unused=meta.get("merge_unused", True), caption=caption)
+    if name not in ARCHITECTURES:
+        from ..registry import UnknownNameError
+
+        raise UnknownNameError("SpineNet backbone", name, [*ARCHITECTURES, "spinenet_custom"])
+    return _draw_arch(name, out_path, specs)
+
+
 def draw_all(out_dir="reports/figures") -> list[Path]:
     """Write every figure of ``FIGURES`` to ``out_dir/spinenet_graph_<name>.png``."""
-    from .architectures import ARCHITECTURES
-
-    paths = []
-    for fig_name, arch_name in FIGURES.items():
-        arch = ARCHITECTURES[arch_name]
-        meta = arch.metadata
-        tag = "" if meta.get("verified") else f" [{meta.get('tag')}]"
-        caption = f"order: {meta.get('order')}; connections: {meta.get('connections')}"
-        paths.append(draw_block_graph(arch.table, Path(out_dir) / f"spinenet_graph_{fig_name}.png",
-                                      f"{arch.title}{tag}", merge_unused=meta.get("merge_unused", True),
-                                      caption=caption))
-    return paths
+    return [_draw_arch(arch_name, Path(out_dir) / f"spinenet_graph_{fig_name}.png")
+            for fig_name, arch_name in FIGURES.items()]
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ decoding and post-processing are used unchanged. Loss settings (focal gamma, box
 Class count: torchvision heads predict ``num_classes + 1`` columns (background slot 0), so an
 "80-class" suite head has 81 outputs and a "91-class" TPU head (``num_classes: 91``, background
 included) is ``num_classes=90`` here. R0-SP53 and its variants use the SpineNet-49 head
-(**hypothesis**: paper section 5 gives no head for them).
+(**hypothesis**: paper section 5 gives no head for them). A ResNet-FPN backbone gets the same head
+(the TPU code's R50-FPN and SpineNet RetinaNets share ``retinanet_head``), so that only the backbone
+differs in the Figure 4 comparison; ``width_multiplier`` scales both families by one rule (see
+``spinenet_retinanet``).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from ..detectors import retinanet, retinanet_anchors
 from ..registry import UnknownNameError, create_backbone, register_detector
 from .architectures import ARCHITECTURES
 from .blocks import make_act, make_norm
-from .specs import RETINANET_HEAD_MAP
+from .specs import RETINANET_HEAD_MAP, SCALING_MAP, load_specs
 
 
 class LevelNormConvs(nn.Module):
@@ -121,29 +124,98 @@ def head_config(scaling: str) -> dict:
     return dict(RETINANET_HEAD_MAP[scaling])
 
 
+def _spinenet_kwargs(scaling: str, kwargs: dict, width_multiplier: float, alpha_multiplier: float) -> dict:
+    """Scale-down of a SpineNet backbone: widths x ``width_multiplier``, alpha x ``alpha_multiplier``
+    (explicit backbone kwargs win)."""
+    base = SCALING_MAP[scaling]
+    out = dict(kwargs)
+    if width_multiplier != 1.0:
+        out.setdefault("filter_size_scale", base["filter_size_scale"] * width_multiplier)
+        out.setdefault("endpoints_num_filters", max(1, round(base["endpoints_num_filters"] * width_multiplier)))
+    if alpha_multiplier != 1.0:
+        out.setdefault("resample_alpha", base["resample_alpha"] * alpha_multiplier)
+    return out
+
+
+def _resnet_fpn_kwargs(kwargs: dict, width_multiplier: float) -> dict:
+    """The same scale-down for a ResNet-FPN (``resnet_fpn.py``): stage widths (timm ``channels``, the
+    bottleneck planes) and the FPN width x ``width_multiplier``; the 64-filter 7x7 stem is kept, as
+    SpineNet keeps its stem (**hypothesis**: the suite's fair-comparison rule)."""
+    out = dict(kwargs)
+    if width_multiplier != 1.0:
+        out.setdefault("channels", [max(1, round(c * width_multiplier)) for c in RESNET_STAGE_PLANES])
+        out.setdefault("out_channels", max(1, round(FPN_WIDTH * width_multiplier)))
+    return out
+
+
+RESNET_STAGE_PLANES = (64, 128, 256, 512)  # timm ResNet ``channels`` default (planes of layer1..layer4)
+FPN_WIDTH = 256  # ResNet-FPN RetinaNet feature width (Lin et al. 2017; resnet_fpn.py default)
+
+
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
+    """Set the running-statistics momentum (PyTorch convention) of every BatchNorm layer of ``module``."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
 @register_detector("retinanet_spinenet")
 def spinenet_retinanet(backbone="spinenet49", num_classes: int = 80, *, backbone_kwargs: dict | None = None,
                        head_convs: int | None = None, head_filters: int | None = None,
-                       anchor_size: float | None = None, head_norm="bn", **kwargs):
-    """RetinaNet with a SpineNet-family backbone and the official SpineNet head / anchor size.
+                       anchor_size: float | None = None, head_norm="bn", width_multiplier: float = 1.0,
+                       resample_alpha_multiplier: float = 1.0, bn_momentum: float | None = None, **kwargs):
+    """RetinaNet with the official SpineNet head / anchor size on a SpineNet-family or ResNet-FPN backbone.
 
-    ``backbone`` is a registered SpineNet name (``spinenet49``, ``r0_sp53_fish``, ...) or a built
-    ``SpineNet`` module; ``num_classes`` counts foreground classes. ``head_convs`` / ``head_filters`` /
-    ``anchor_size`` override the per-model config; other kwargs go to ``detectors.retinanet``.
+    ``backbone`` is a registered SpineNet name (``spinenet49``, ``r0_sp53_fish``, ``spinenet_custom``
+    ...), another registered backbone (e.g. ``resnet50_fpn``: the head and anchors are SpineNet-49's,
+    4 x 256 and anchor size 3, so that only the backbone differs, as in the TPU code where R50-FPN and
+    SpineNet RetinaNets share ``retinanet_head``; **hypothesis** for the anchor size), or a built module.
+    ``num_classes`` counts foreground classes. ``head_convs`` / ``head_filters`` / ``anchor_size``
+    override the per-model config; other kwargs go to ``detectors.retinanet``.
+
+    Scale-down (the suite's cpu scale; **hypothesis**, one rule for every backbone):
+    ``width_multiplier`` multiplies every feature width (SpineNet ``filter_size_scale`` and
+    ``endpoints_num_filters``; ResNet-FPN stage planes and FPN width; the head filters), never the
+    64-filter stem; ``resample_alpha_multiplier`` multiplies SpineNet's alpha. With 0.25 / 0.5 on
+    SpineNet-49 this is the paper's search proxy (section 5.3: feature dimensions x 0.25, alpha 0.25,
+    head dimension 64). ``bn_momentum`` sets every BatchNorm's momentum afterwards (short runs need a
+    faster running average than the TPU's 0.997).
     """
+    kw = dict(backbone_kwargs or {})
     if isinstance(backbone, nn.Module):
         bb = backbone
         scaling = getattr(bb, "metadata", {}).get("scaling", "49")
     else:
-        if backbone not in ARCHITECTURES:
-            raise UnknownNameError("SpineNet backbone", str(backbone), list(ARCHITECTURES))
-        scaling = ARCHITECTURES[backbone].scaling
-        bb = create_backbone(backbone, **{"min_level": 3, "max_level": 7, **(backbone_kwargs or {})})
+        from ..registry import get_builder, list_models
+
+        if backbone not in list_models("backbone"):
+            raise UnknownNameError("backbone", str(backbone), list_models("backbone"))
+        module = get_builder("backbone", backbone).__module__
+        if backbone in ARCHITECTURES or backbone == "spinenet_custom":
+            if backbone in ARCHITECTURES:
+                scaling = ARCHITECTURES[backbone].scaling
+            else:
+                scaling = kw.get("scaling") or (load_specs(kw["specs"])[1].get("scaling") if kw.get("specs") else None)
+                scaling = scaling or "49"
+            kw = _spinenet_kwargs(scaling, kw, width_multiplier, resample_alpha_multiplier)
+        elif module.endswith("resnet_fpn"):
+            scaling = "49"
+            kw = _resnet_fpn_kwargs(kw, width_multiplier)
+        elif width_multiplier != 1.0:
+            raise ValueError(f"width_multiplier is defined for SpineNet and ResNet-FPN backbones, not {backbone!r}")
+        else:
+            scaling = "49"
+        bb = create_backbone(backbone, **{"min_level": 3, "max_level": 7, **kw})
+        scaling = getattr(bb, "metadata", {}).get("scaling", scaling)
     cfg = head_config(scaling)
     anchor_size = cfg["anchor_size"] if anchor_size is None else anchor_size
+    filters = head_filters or max(1, round(cfg["num_filters"] * width_multiplier))
     num_anchors = retinanet_anchors([f["stride"] for f in bb.feature_info], anchor_size).num_anchors_per_location()[0]
     activation = getattr(bb, "config", {}).get("activation", "relu")
     head = SpineNetRetinaNetHead(bb.out_channels, num_anchors, num_classes + 1,
-                                 num_convs=head_convs or cfg["num_convs"], num_filters=head_filters or cfg["num_filters"],
+                                 num_convs=head_convs or cfg["num_convs"], num_filters=filters,
                                  num_levels=len(bb.feature_info), norm=head_norm, activation=activation)
-    return retinanet(bb, num_classes, head=head, anchor_size=anchor_size, **kwargs)
+    det = retinanet(bb, num_classes, head=head, anchor_size=anchor_size, **kwargs)
+    if bn_momentum is not None:
+        set_bn_momentum(det, float(bn_momentum))
+    return det

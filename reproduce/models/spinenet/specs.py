@@ -124,3 +124,35 @@ def as_table(specs) -> list[tuple]:
                 raise ValueError(f"spec {i}: parent {p} is not an earlier feature (0..{i + NUM_STEM_BLOCKS - 1})")
         out.append((int(level), fn, parents, bool(is_output)))
     return out
+
+
+def table_to_json(specs) -> list[list]:
+    """A spec table as JSON data: ``[[level, block_fn, [parents...], is_output], ...]`` (the official
+    tuple format with lists for tuples)."""
+    return [[lv, fn, list(par), out] for lv, fn, par, out in as_table(specs)]
+
+
+def load_specs(src) -> tuple[list[tuple], dict]:
+    """A spec table and its metadata from ``src``: a table (list of specs), a dict ``{"specs": [...],
+    ...metadata}``, or the path of a JSON file holding either. Relative paths that do not exist from
+    the working directory are looked up from the repository root (committed tables such as
+    ``reproduce/models/spinenet/found/hourglass.json``)."""
+    import json
+    from pathlib import Path
+
+    meta: dict = {}
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        if not path.is_file() and not path.is_absolute():
+            path = Path(__file__).resolve().parents[3] / path
+        if not path.is_file():
+            raise FileNotFoundError(f"SpineNet spec table {src!r} not found")
+        src = json.loads(path.read_text())
+        meta["specs_file"] = str(path)
+    if isinstance(src, dict):
+        if "specs" not in src:
+            raise ValueError("a spec-table dict needs a 'specs' key")
+        meta = {**{k: v for k, v in src.items() if k in ("order", "connections", "tag", "title", "note", "scaling",
+                                                             "arch", "merge_unused", "specs_file")}, **meta}
+        src = src["specs"]
+    return as_table(src), meta

@@ -1,0 +1,483 @@
+"""Connection search for a fixed block order (paper Table 8: the Hourglass and Fish baselines).
+
+Paper facts (shared/reference/spinenet.md sections 5.3 and 8.1):
+- For each hand-fixed order (Hourglass, Fish) "the cross-scale connections are searched in the same
+  way as for R0-SP53" (**paper**, Table 8 text).
+- Search space of a block's connections (**paper** section 5.3): every block takes exactly two
+  inputs; intermediate blocks pick their parents among the last 5 blocks built, output blocks may
+  pick any existing block. Intermediate blocks without an outgoing edge connect to the output block
+  of their level (section 5.4; ``topology.py``).
+- Reward: AP on 7,392 images held out from COCO train2017; proxy model: SpineNet-49 with feature
+  dimensions x 0.25, alpha 0.25, head dimension 64, trained 5 epochs at 512 px; controller: an RNN
+  trained with reinforcement learning, ~13k architectures sampled for R0-SP53 (**paper** 5.3).
+
+What this module does instead (**hypothesis** throughout; the suite cannot afford 13k proxy runs):
+- Search: a seeded regularized (aging) evolution (Real et al., AAAI 2019) over the parent choices, or
+  pure random search (``strategy: random``). The first candidate is the deterministic
+  ``transforms.rule_connections`` graph (a point of the same space, so the search never returns a
+  graph that scored worse on the proxy than the rule); the next ``population - 1`` are random; then
+  each child mutates the parents of one block of the best of ``sample`` population members.
+- Only graphs in which every block reaches an endpoint are candidates (rejection sampling), so every
+  candidate has exactly the order's block set, as the paper's R0-SP53 space keeps ResNet-50's blocks.
+- Proxy: RetinaNet (``retinanet_spinenet``) with the candidate backbone scaled like the paper's
+  proxy (``width_multiplier`` 0.25, ``resample_alpha_multiplier`` 0.5 -> filter scale 0.25, alpha
+  0.25, endpoints and head 64), trained ``train_steps`` steps on a data set's train split minus
+  ``holdout_images`` held-out images (the last ones by image id), scored by COCO AP (torchmetrics,
+  ``lightning_modules.detection.make_map_metric``) on the held-out images. Every candidate sees the
+  same initial seed and batch order (common random numbers), so AP differences come from the graph.
+- Budget: ``time_budget_s`` (no candidate is started that would, at the mean candidate time so far,
+  end after it) and/or ``max_candidates``. With a time budget the number of candidates depends on the
+  machine; with ``max_candidates`` alone a seed gives the same search on the same machine.
+
+Entry points:
+- the preparer ``spinenet_connection_search`` (a recorded step, ``reproduce/prepare.py``): step keys
+  ``order`` (hourglass | fish) and optionally any search setting; the other settings come from the run
+  config's ``spinenet_search:`` section, then ``DEFAULT_SEARCH``. Writes ``<out>/record.json`` (every
+  candidate with its proxy AP, the best, wall time) and ``<out>/specs.json`` (the found table in the
+  official tuple format, with metadata), and returns the override
+  ``model.backbone_kwargs.specs`` (the table and its metadata, so the detection record is
+  self-contained). With ``reuse: <path with {order}>`` a committed result whose search settings equal
+  this step's is adopted instead of searching again (its original cost is kept in the record).
+- ``python -m reproduce.models.spinenet.search --order hourglass --budget-s 300
+  --out reproduce/models/spinenet/found/hourglass.json`` (settings default to the cpu scale of
+  ``configs/ablations/spinenet_scale_permutation.yaml``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+import time
+from collections import deque
+from pathlib import Path
+
+from ...prepare import register_preparer
+from .architectures import ARCHITECTURES
+from .specs import NUM_STEM_BLOCKS, as_table, table_to_json
+from .topology import resolve
+from .transforms import CANDIDATE_WINDOW, rule_connections, with_connections
+
+ORDERS = {"hourglass": "r0_sp53_hourglass", "fish": "r0_sp53_fish"}  # order -> architecture (its block order)
+FOUND_DIR = Path(__file__).resolve().parent / "found"
+ABLATION = "spinenet_scale_permutation"  # whose cpu-scale ``spinenet_search`` section the CLI uses
+
+DEFAULT_PROXY = {
+    "width_multiplier": 0.25,  # paper 5.3: feature dimensions x 0.25
+    "resample_alpha_multiplier": 0.5,  # 0.5 x 0.5 = alpha 0.25 (paper 5.3)
+    "head_filters": 64,  # paper 5.3: head dimension 64
+    "bn_momentum": 0.1,  # hypothesis: short runs need a fast BN running average
+    "image_size": 128,
+    "batch_size": 4,
+    "train_steps": 100,
+    "holdout_images": 100,
+    "lr": 1.0e-3,  # AdamW, linear warm-up then cosine (hypothesis: the cpu scale's optimizer)
+    "weight_decay": 1.0e-4,
+    "warmup_steps": 10,
+    "grad_clip": 10.0,
+    "device": "auto",
+    "num_workers": 0,
+}
+DEFAULT_SEARCH = {
+    "time_budget_s": 900,  # 15 min per order on 2 cores
+    "max_candidates": None,
+    "seed": 0,
+    "strategy": "evolution",  # evolution | random
+    "population": 3,
+    "sample": 2,
+    "include_rule": True,
+    "data": None,  # None: the run's data section
+    "proxy": DEFAULT_PROXY,
+}
+SETTING_KEYS = set(DEFAULT_SEARCH) | {"order", "reuse"}
+
+
+# --- search space -----------------------------------------------------------------------------------
+
+def order_table(order: str) -> list[tuple]:
+    """The block order of ``order`` (hourglass | fish) as a spec table (its rule connections)."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown block order {order!r}; valid: {', '.join(ORDERS)}")
+    return ARCHITECTURES[ORDERS[order]].table
+
+
+def candidate_parents(feature: int, is_output: bool) -> range:
+    """Features a block may read (paper 5.3): the last ``CANDIDATE_WINDOW`` built for an intermediate
+    block, every earlier feature for an output block."""
+    return range(0 if is_output else max(0, feature - CANDIDATE_WINDOW), feature)
+
+
+def search_space_problems(table, order) -> list[str]:
+    """Why ``table`` is not a member of ``order``'s search space (empty list: it is)."""
+    ref = order_table(order) if isinstance(order, str) else as_table(order)
+    table = as_table(table)
+    problems = []
+    if [(lv, fn, out) for lv, fn, _, out in table] != [(lv, fn, out) for lv, fn, _, out in ref]:
+        problems.append("block order (levels, block types, output flags) differs from the fixed order")
+    outs = [out for *_, out in table]
+    if outs != sorted(outs):
+        problems.append("output blocks are not all at the end of the order")
+    for i, (_, _, par, out) in enumerate(table):
+        f = i + NUM_STEM_BLOCKS
+        allowed = candidate_parents(f, out)
+        if len(set(par)) != 2:
+            problems.append(f"spec {i}: needs two distinct parents, has {par}")
+        bad = [p for p in par if p not in allowed]
+        if bad:
+            problems.append(f"spec {i} (feature {f}, {'output' if out else 'intermediate'}): parents {bad} "
+                            f"outside {allowed.start}..{allowed.stop - 1}")
+    return problems
+
+
+def all_live(table, merge_unused: bool = True) -> bool:
+    """Does every block reach an endpoint (so the candidate keeps the whole block set)?"""
+    return not resolve(table, merge_unused=merge_unused).dead
+
+
+def _pick(rng: random.Random, feature: int, is_output: bool) -> tuple[int, int]:
+    return tuple(sorted(rng.sample(candidate_parents(feature, is_output), 2)))
+
+
+def sample_connections(order: str, rng: random.Random, max_tries: int = 10_000) -> list[tuple]:
+    """A uniformly random member of the search space in which every block is live (rejection)."""
+    ref = order_table(order)
+    for _ in range(max_tries):
+        table = with_connections(ref, [_pick(rng, i + NUM_STEM_BLOCKS, out) for i, (*_, out) in enumerate(ref)])
+        if all_live(table):
+            return table
+    raise RuntimeError(f"no live graph for order {order!r} in {max_tries} samples")
+
+
+def mutate(table, rng: random.Random, max_tries: int = 10_000) -> list[tuple]:
+    """Re-draw the parents of one random block (different from its current ones); keeps liveness."""
+    table = as_table(table)
+    for _ in range(max_tries):
+        i = rng.randrange(len(table))
+        new = _pick(rng, i + NUM_STEM_BLOCKS, table[i][3])
+        if new == table[i][2]:
+            continue
+        child = with_connections(table, [new if j == i else par for j, (_, _, par, _) in enumerate(table)])
+        if all_live(child):
+            return child
+    raise RuntimeError("no live mutation found")
+
+
+def connections_of(table) -> list[list[int]]:
+    return [list(par) for _, _, par, _ in as_table(table)]
+
+
+# --- proxy task -------------------------------------------------------------------------------------
+
+def canonical_data(data: dict) -> dict:
+    """The part of a data config that decides the proxy's images (the synthetic root folder excluded)."""
+    from reproduce.data.datamodule import SYNTH_DEFAULTS, SYNTH_KEYS
+
+    kind = data.get("kind", "synthetic")
+    if kind == "synthetic":
+        return {"kind": kind, **{k: data.get(k, SYNTH_DEFAULTS.get(k)) for k in SYNTH_KEYS}}
+    if kind == "coco":
+        return {"kind": kind, "root": str(data["root"]), "train_split": data.get("train_split", "train2017")}
+    raise ValueError(f"the connection search reads synthetic or coco data, not {kind!r}")
+
+
+class ProxyTask:
+    """Train a candidate briefly on the train split minus a held-out part; score AP on the held-out part."""
+
+    def __init__(self, order: str, data: dict, proxy: dict):
+        import torch
+        from torch.utils.data import Subset
+
+        from reproduce.data.coco import CocoDetection
+        from reproduce.data.datamodule import synthetic_root
+        from reproduce.data.transforms import build_transforms
+
+        self.order, self.proxy = order, dict(proxy)
+        if data.get("kind", "synthetic") == "synthetic":
+            root, split = synthetic_root(data), "train"
+        else:
+            root, split = Path(data["root"]), data.get("train_split", "train2017")
+        tf = build_transforms(False, int(proxy["image_size"]))
+        ds = CocoDetection(Path(root) / split, Path(root) / "annotations" / f"instances_{split}.json", tf)
+        hold = int(proxy["holdout_images"])
+        if not 0 < hold < len(ds):
+            raise ValueError(f"holdout_images {hold} must be in 1..{len(ds) - 1} (train split has {len(ds)})")
+        train_idx = [i for i in range(len(ds) - hold)
+                     if any(not a.get("iscrowd", 0) for a in ds.data["by_image"][ds.ids[i]])]
+        self.train_set, self.holdout_set = Subset(ds, train_idx), Subset(ds, range(len(ds) - hold, len(ds)))
+        self.num_classes = ds.num_classes
+        dev = proxy.get("device", "auto")
+        self.device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if dev == "auto" else dev))
+
+    def _loader(self, ds, train: bool, seed: int):
+        import torch
+        from torch.utils.data import DataLoader
+
+        from reproduce.data.datamodule import collate
+
+        return DataLoader(ds, batch_size=int(self.proxy["batch_size"]), shuffle=train, collate_fn=collate,
+                          num_workers=int(self.proxy.get("num_workers", 0)), drop_last=train,
+                          generator=torch.Generator().manual_seed(seed))
+
+    def build(self, table, seed: int):
+        import torch
+
+        from reproduce.models import create_detector
+
+        torch.manual_seed(seed)
+        p = self.proxy
+        return create_detector("retinanet_spinenet", ORDERS[self.order], num_classes=self.num_classes,
+                               image_size=int(p["image_size"]), backbone_kwargs={"specs": table_to_json(table)},
+                               width_multiplier=float(p["width_multiplier"]),
+                               resample_alpha_multiplier=float(p["resample_alpha_multiplier"]),
+                               head_filters=p.get("head_filters"), bn_momentum=p.get("bn_momentum")).to(self.device)
+
+    def score(self, table, seed: int) -> dict:
+        """Proxy-train ``table`` and return its held-out COCO metrics, last loss and times."""
+        import torch
+
+        from lightning_modules.detection import make_map_metric, metric_targets
+        from lightning_modules.optim import build_optimizer, lr_lambda, param_groups
+
+        p = self.proxy
+        t0 = time.time()
+        det = self.build(table, seed)
+        steps = int(p["train_steps"])
+        opt_cfg = {"name": "adamw", "lr": float(p["lr"]), "warmup_steps": int(p["warmup_steps"]),
+                   "warmup_factor": 0.01, "schedule": "cosine", "min_lr": float(p["lr"]) * 0.01}
+        opt = build_optimizer(param_groups(det, float(p["weight_decay"])), opt_cfg)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(opt_cfg, steps, steps))
+        det.train()
+        step, loss = 0, float("nan")
+        loader = self._loader(self.train_set, True, seed)
+        while step < steps:
+            for images, targets in loader:
+                keep = [t["iscrowd"] == 0 for t in targets]
+                tg = [{"boxes": t["boxes"][k].to(self.device), "labels": t["labels"][k].to(self.device)}
+                      for t, k in zip(targets, keep)]
+                losses = det([im.to(self.device) for im in images], tg)
+                total = sum(losses.values())
+                if not torch.isfinite(total):
+                    raise FloatingPointError(f"non-finite proxy loss at step {step}")
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                torch.nn.utils.clip_grad_norm_(det.parameters(), float(p["grad_clip"]))
+                opt.step()
+                sched.step()
+                loss, step = total.item(), step + 1
+                if step >= steps:
+                    break
+        t1 = time.time()
+        det.eval()
+        metric = make_map_metric()
+        with torch.no_grad():
+            for images, targets in self._loader(self.holdout_set, False, seed):
+                preds = det([im.to(self.device) for im in images])
+                metric.update([{k: v[k].cpu() for k in ("boxes", "scores", "labels")} for v in preds],
+                              metric_targets(targets))
+        res = metric.compute()
+        return {"AP": float(res["map"]), "AP50": float(res["map_50"]), "loss": loss, "train_s": round(t1 - t0, 2),
+                "eval_s": round(time.time() - t1, 2)}
+
+
+# --- the search ---------------------------------------------------------------------------------------
+
+def resolve_settings(step: dict | None = None, cfg: dict | None = None) -> dict:
+    """``DEFAULT_SEARCH`` <- the run config's ``spinenet_search`` <- the step's own keys; ``data``
+    defaults to the run's data section. Unknown keys raise."""
+    from reproduce.config import deep_merge
+
+    cfg = cfg or {}
+    over = {k: v for k, v in (step or {}).items() if k not in ("kind", "per_seed")}
+    settings = deep_merge(DEFAULT_SEARCH, cfg.get("spinenet_search") or {}, over)
+    unknown = sorted(set(settings) - SETTING_KEYS) + sorted(set(settings["proxy"]) - set(DEFAULT_PROXY))
+    if unknown:
+        raise ValueError(f"unknown spinenet_search settings {unknown}; valid: {sorted(SETTING_KEYS)}, "
+                         f"proxy: {sorted(DEFAULT_PROXY)}")
+    if settings.get("order") not in ORDERS:
+        raise ValueError(f"spinenet_connection_search needs order: one of {', '.join(ORDERS)}")
+    if settings["data"] is None:
+        if "data" not in cfg:
+            raise ValueError("no data for the proxy: set spinenet_search.data or the run's data section")
+        settings["data"] = dict(cfg["data"])
+    return settings
+
+
+def canonical_settings(settings: dict) -> dict:
+    """The settings that decide a search's result (what a reused result must match)."""
+    out = {k: copy.deepcopy(v) for k, v in settings.items() if k != "reuse"}
+    out["data"] = canonical_data(settings["data"])
+    return json.loads(json.dumps(out, sort_keys=True))
+
+
+def search(settings: dict, log=print, task: ProxyTask | None = None) -> dict:
+    """Run one connection search; returns the search record (candidates, best, wall time)."""
+    import torch
+
+    from reproduce.train import hardware
+
+    s = settings
+    order, seed = s["order"], int(s["seed"])
+    budget, max_cand = s.get("time_budget_s"), s.get("max_candidates")
+    if budget is None and max_cand is None:
+        raise ValueError("set time_budget_s and/or max_candidates")
+    if s["strategy"] not in ("evolution", "random"):
+        raise ValueError(f"unknown strategy {s['strategy']!r}; valid: evolution, random")
+    t0 = time.time()
+    task = task or ProxyTask(order, s["data"], s["proxy"])
+    rng = random.Random(seed)
+    cands, seen, population = [], set(), deque()
+    pop_size, sample = int(s["population"]), int(s["sample"])
+    while True:
+        i = len(cands)
+        if max_cand is not None and i >= int(max_cand):
+            break
+        if budget is not None and cands:
+            mean = statistics.fmean(c["train_s"] + c["eval_s"] for c in cands)
+            if time.time() - t0 + mean > float(budget):
+                break
+        for _ in range(1000):
+            if i == 0 and s["include_rule"]:
+                table, origin = rule_connections(order_table(order)), "rule"
+            elif s["strategy"] == "random" or i < pop_size:
+                table, origin = sample_connections(order, rng), "random"
+            else:
+                members = rng.sample(list(population), min(sample, len(population)))
+                parent = max(members, key=lambda c: (c["AP"], -c["index"]))
+                table, origin = mutate(parent["table"], rng), f"mutation of {parent['index']}"
+            key = tuple(map(tuple, connections_of(table)))
+            if key not in seen:
+                break
+        else:
+            log("search space exhausted for this seed; stopping")
+            break
+        seen.add(key)
+        problems = search_space_problems(table, order)
+        if problems:
+            raise AssertionError(f"candidate outside the search space: {problems}")
+        res = task.score(table, seed)
+        cand = {"index": i, "origin": origin, "parents": connections_of(table), **res, "table": table}
+        cands.append(cand)
+        population.append(cand)
+        if len(population) > pop_size:
+            population.popleft()
+        log(f"[{order}] candidate {i} ({origin}): AP {res['AP']:.4f} AP50 {res['AP50']:.4f} loss {res['loss']:.3f} "
+            f"({res['train_s'] + res['eval_s']:.0f} s, {time.time() - t0:.0f} s elapsed)")
+    best = max(cands, key=lambda c: (c["AP"], -c["index"]))
+    hw = hardware()
+    return {"order": order, "arch": ORDERS[order], "settings": canonical_settings(s),
+            "candidates": [{k: v for k, v in c.items() if k != "table"} for c in cands],
+            "best": {k: v for k, v in best.items() if k != "table"}, "best_table": table_to_json(best["table"]),
+            "wall_time_s": round(time.time() - t0, 2), "torch_threads": torch.get_num_threads(),
+            "hardware": {k: hw[k] for k in ("platform", "cpu_count", "threads", "torch", "cuda")},
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def found_specs(result: dict) -> dict:
+    """The ``specs.json`` / ``found/<order>.json`` content: the table plus metadata for ``load_specs``."""
+    best, n = result["best"], len(result["candidates"])
+    how = "random search" if result["settings"]["strategy"] == "random" else "regularized evolution"
+    label = (f"searched ({how}, {n} candidates, best proxy AP {best['AP']:.4f}"
+             f"{', the rule graph' if best['origin'] == 'rule' else ''})")
+    return {"order": result["order"], "arch": result["arch"], "title": ARCHITECTURES[result["arch"]].title,
+            "scaling": ARCHITECTURES[result["arch"]].scaling, "connections": label,
+            "tag": "hypothesis order; connections searched by the suite's proxy (paper Table 8 protocol: RL, ~13k)",
+            "specs": result["best_table"], "search": result["settings"],
+            "result": {k: result[k] for k in ("candidates", "best", "wall_time_s", "torch_threads", "hardware",
+                                               "finished")}}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    from reproduce.records import write_record
+
+    write_record(path, obj)
+
+
+@register_preparer("spinenet_connection_search")
+def prepare_connection_search(step: dict, *, cfg: dict, seed: int, out: Path, log=print) -> tuple[dict, dict]:
+    """The recorded search step; see the module docstring. ``seed`` is the run's (the search has its own)."""
+    from reproduce.records import read_record
+
+    settings = resolve_settings(step, cfg)
+    canon = canonical_settings(settings)
+    out = Path(out)
+    rec_path, specs_path = out / "record.json", out / "specs.json"
+    rec = read_record(rec_path)
+    skipped = bool(rec and rec.get("status") == "completed" and rec.get("settings") == canon and specs_path.is_file())
+    if not skipped:
+        reuse = settings.get("reuse")
+        found_path = Path(reuse.format(order=settings["order"])) if reuse else None
+        if found_path is not None and not found_path.is_absolute() and not found_path.is_file():
+            found_path = Path(__file__).resolve().parents[3] / found_path
+        found = json.loads(found_path.read_text()) if found_path is not None and found_path.is_file() else None
+        if found is not None and found.get("search") == canon:
+            log(f"spinenet_connection_search[{settings['order']}]: reusing {found_path}")
+            spec_doc = dict(found, reused_from=str(found_path))
+            rec = {"kind": "spinenet_connection_search", "status": "completed", "order": settings["order"],
+                   "settings": canon, "reused_from": str(found_path), **found["result"]}
+        else:
+            if found is not None:
+                log(f"spinenet_connection_search[{settings['order']}]: {found_path} has other settings; searching")
+            _write_json(rec_path, {"kind": "spinenet_connection_search", "status": "running", "settings": canon,
+                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            try:
+                result = search(settings, log=log)
+            except BaseException as e:
+                _write_json(rec_path, {"kind": "spinenet_connection_search", "status": "failed", "settings": canon,
+                                       "error": f"{type(e).__name__}: {e}"})
+                raise
+            spec_doc = found_specs(result)
+            rec = {"kind": "spinenet_connection_search", "status": "completed", "order": settings["order"],
+                   "settings": canon, "reused_from": None, **spec_doc["result"]}
+        _write_json(specs_path, spec_doc)
+        rec["connections"] = spec_doc["connections"]
+        _write_json(rec_path, rec)
+    spec_doc = json.loads(specs_path.read_text())
+    spec_arg = {k: spec_doc[k] for k in ("specs", "connections", "tag", "order")} | {"specs_file": str(specs_path)}
+    overrides = {"model": {"backbone": ORDERS[settings["order"]], "backbone_kwargs": {"specs": spec_arg}}}
+    info = {"record": str(rec_path), "specs": str(specs_path), "order": settings["order"], "skipped": skipped,
+            "reused_from": rec.get("reused_from"), "candidates": len(rec["candidates"]),
+            "best_AP": rec["best"]["AP"], "wall_time_s": rec["wall_time_s"], "connections": rec["connections"]}
+    return overrides, info
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+def cli_settings(order: str, ablation: str = ABLATION, scale: str = "cpu") -> dict:
+    """The search settings of ``ablation`` at ``scale`` for ``order`` (what its preparer would use)."""
+    from reproduce.config import load_ablation, resolve_run_config
+
+    abl = load_ablation(ablation)
+    variant = next((v for v, spec in abl["variants"].items()
+                    if any(st.get("order") == order for st in spec.get("prepare") or [])), None)
+    cfg = resolve_run_config(abl, variant, scale) if variant else {}
+    return resolve_settings({"order": order}, cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Search the connections of a fixed SpineNet block order "
+                                             "(paper Table 8) by proxy training; writes the found spec table.")
+    ap.add_argument("--order", choices=list(ORDERS), required=True)
+    ap.add_argument("--budget-s", type=float, help="time budget (default: the ablation config's)")
+    ap.add_argument("--max-candidates", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--ablation", default=ABLATION, help="read spinenet_search settings from this ablation")
+    ap.add_argument("--scale", default="cpu")
+    ap.add_argument("--out", help="default: reproduce/models/spinenet/found/<order>.json")
+    args = ap.parse_args(argv)
+    settings = cli_settings(args.order, args.ablation, args.scale)
+    for key, val in (("time_budget_s", args.budget_s), ("max_candidates", args.max_candidates), ("seed", args.seed)):
+        if val is not None:
+            settings[key] = val
+    result = search(settings)
+    out = Path(args.out or FOUND_DIR / f"{args.order}.json")
+    _write_json(out, found_specs(result))
+    best = result["best"]
+    print(f"wrote {out}: {len(result['candidates'])} candidates in {result['wall_time_s']:.0f} s, "
+          f"best #{best['index']} ({best['origin']}) AP {best['AP']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
