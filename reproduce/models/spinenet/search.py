@@ -38,9 +38,12 @@ Entry points:
   ``model.backbone_kwargs.specs`` (the table and its metadata, so the detection record is
   self-contained). With ``reuse: <path with {order}>`` a committed result whose search settings equal
   this step's is adopted instead of searching again (its original cost is kept in the record).
+  Under DDP every rank runs the preparers; run a paper-scale search beforehand in one process
+  (``--scale paper``, below) so that the ranks only adopt its result.
 - ``python -m reproduce.models.spinenet.search --order hourglass --budget-s 300
   --out reproduce/models/spinenet/found/hourglass.json`` (settings default to the cpu scale of
-  ``configs/ablations/spinenet_scale_permutation.yaml``).
+  ``configs/ablations/spinenet_scale_permutation.yaml``; ``--scale paper`` writes
+  ``found/<order>_paper.json``, which the paper scale's ``reuse`` reads).
 """
 from __future__ import annotations
 
@@ -464,14 +467,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--ablation", default=ABLATION, help="read spinenet_search settings from this ablation")
     ap.add_argument("--scale", default="cpu")
-    ap.add_argument("--out", help="default: reproduce/models/spinenet/found/<order>.json")
+    ap.add_argument("--out", help="default: reproduce/models/spinenet/found/<order>.json (cpu scale), "
+                                   "found/<order>_<scale>.json otherwise")
     args = ap.parse_args(argv)
     settings = cli_settings(args.order, args.ablation, args.scale)
     for key, val in (("time_budget_s", args.budget_s), ("max_candidates", args.max_candidates), ("seed", args.seed)):
         if val is not None:
             settings[key] = val
     result = search(settings)
-    out = Path(args.out or FOUND_DIR / f"{args.order}.json")
+    name = f"{args.order}.json" if args.scale == "cpu" else f"{args.order}_{args.scale}.json"
+    out = Path(args.out or FOUND_DIR / name)
     _write_json(out, found_specs(result))
     best = result["best"]
     print(f"wrote {out}: {len(result['candidates'])} candidates in {result['wall_time_s']:.0f} s, "
