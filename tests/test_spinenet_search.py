@@ -204,6 +204,7 @@ def _resolved_model(cfg: dict) -> dict:
     return model
 
 
+@pytest.mark.slow  # tests/test_ablation_configs.py builds and steps every variant in CI; this adds the found specs
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_smoke_forward_every_variant(name):
     from reproduce.ablation import expand
