@@ -110,7 +110,7 @@ def verdicts(summary: dict) -> list[str]:
         if not b or not w or b["n"] == 0 or w["n"] == 0:
             out.append(f"- {desc}: **not tested** (a variant has no completed run)")
             continue
-        (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
+        (mb, sb, _), (mw, sw, _) = b["metrics"][m], w["metrics"][m]
         diff = mb - mw
         spread = max(sb, sw)
         k = 1.0 if m == "FPS" else 100.0
@@ -254,9 +254,17 @@ def plot_curves(summary: dict, path: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"val {primary} x 100")
-    ax.set_title(f"{summary['ablation']['name']} ({summary['scale']}): mean, band = min/max over seeds", fontsize=9)
+    return _finish(fig, ax, path, "epoch", f"val {primary} x 100",
+                   f"{summary['ablation']['name']} ({summary['scale']}): mean, band = min/max over seeds")
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, save (Agg, 120 dpi) and close a figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,16 +289,8 @@ def plot_speed_accuracy(summary: dict, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (fm, fs, _), (am, as_, _) in pts:
         ax.errorbar(fm, am * 100, xerr=fs, yerr=as_ * 100, marker="o", capsize=3, label=label)
-    ax.set_xlabel("FPS (CPU, batch 1, median; mean ± std over seeds)")
-    ax.set_ylabel(f"val {primary} x 100")
-    ax.set_title(f"{summary['ablation']['name']} ({summary['scale']}): speed vs accuracy", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "FPS (CPU, batch 1, median; mean ± std over seeds)", f"val {primary} x 100",
+                   f"{summary['ablation']['name']} ({summary['scale']}): speed vs accuracy")
 
 
 def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) -> list[Path]:
