@@ -189,7 +189,7 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _external(params: dict, record: dict, path: Path) -> dict:
+def _external(params: dict, record: dict) -> dict:
     """Use a local checkpoint as is, after checking it loads into the trunk."""
     weights = Path(params["weights"]).expanduser()
     if not weights.is_file():
@@ -197,13 +197,11 @@ def _external(params: dict, record: dict, path: Path) -> dict:
                                 "nothing is downloaded)")
     trunk = build_resnet_variant(params["arch"], params["norm"], stem=params["stem"])
     load_trunk_weights(trunk, weights)  # raises on any missing / unexpected key
-    record.update(status="completed", source="external", checkpoint=str(weights.resolve()), epochs=0,
-                  top1=None, wall_time_s=0.0, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    write_record(path, record)
+    record.update(source="external", checkpoint=str(weights.resolve()), epochs=0, top1=None)
     return record
 
 
-def _train(params: dict, cfg: dict, seed: int, record: dict, out: Path, path: Path) -> dict:
+def _train(params: dict, cfg: dict, seed: int, record: dict, out: Path) -> dict:
     from reproduce.data.classification import ClassificationDataModule
     from reproduce.loggers import finish_wandb, make_loggers
     from reproduce.train import CurveRecorder
@@ -224,7 +222,8 @@ def _train(params: dict, cfg: dict, seed: int, record: dict, out: Path, path: Pa
     ok = False
     try:
         trainer = pl.Trainer(default_root_dir=str(out), logger=loggers, callbacks=[curve],
-                             max_epochs=int(params["epochs"]), accelerator=t.pop("accelerator"), devices=1,
+                             max_epochs=int(params["epochs"]), accelerator=t.pop("accelerator"),
+                             devices=t.pop("devices", 1),
                              precision=t.pop("precision"), enable_checkpointing=False, num_sanity_val_steps=0,
                              enable_model_summary=False, log_every_n_steps=int(t.pop("log_every_n_steps", 10)),
                              enable_progress_bar=bool(t.pop("enable_progress_bar", os.environ.get("CI") is None)),
@@ -267,12 +266,13 @@ def pretrain(step: dict, *, cfg: dict, seed: int, out: Path) -> tuple[dict, dict
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_commit(), "hardware": hardware(),
               "attempt": int((rec or {}).get("attempt", 0)) + 1}
     write_record(path, record)
-    if params.get("weights"):
-        return _result(_external(params, record, path), path, reused=False)
     t0 = time.time()
     status = "failed"
     try:
-        record = _train(params, cfg, seed, record, out, path)
+        if params.get("weights"):
+            record = _external(params, record)
+        else:
+            record = _train(params, cfg, seed, record, out)
         status = "completed"
     except KeyboardInterrupt:
         status, record["error"] = "interrupted", "KeyboardInterrupt / SIGTERM"

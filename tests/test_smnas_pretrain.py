@@ -98,6 +98,9 @@ def test_pretrain_with_local_weights_uses_them_as_is(in_tmp, runs_root):
     torch.save({k: v for k, v in imagenet_like.state_dict().items() if not k.startswith("layer4.")}, bad)
     with pytest.raises(RuntimeError, match="missing keys"):
         run_preparers(run_cfg(weights=str(bad)), seed=0, runs_root=runs_root)
+    failed = [r for r in map(read_record, runs_root.glob("_prepare/pretrain/*/*/record.json"))
+              if r["status"] == "failed"]
+    assert len(failed) == 1 and "missing keys" in failed[0]["error"] and failed[0]["config"]["weights"] == str(bad)
 
 
 def test_classification_labels_are_validated(tmp_path):
