@@ -75,7 +75,12 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx, cy, r, angle, fill, ou
         else:
             box = [cx - r, cy - ry, cx + r, cy + ry]
         if kind == "ring" or outline_only:
-            draw.ellipse(box, outline=fill, width=max(2, int(r / 3)) if kind == "ring" else width)
+            # a filled ring is a thick band; an outlined ring (classification mode) a thin double line
+            ring_w = max(2, int(r / 3)) if not outline_only else max(1, int(r / 10))
+            draw.ellipse(box, outline=fill, width=ring_w if kind == "ring" else width)
+            if kind == "ring" and outline_only:
+                inner = [box[0] + r / 3, box[1] + r / 3, box[2] - r / 3, box[3] - r / 3]
+                draw.ellipse(inner, outline=fill, width=ring_w)
         else:
             draw.ellipse(box, fill=fill)
         return
