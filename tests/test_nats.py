@@ -182,7 +182,9 @@ def _tiny_search(seed, steps=3):
     model = nats.to_search(build_resnet_variant("basicblock_16_1-2", "gn", num_classes=4), groups=4)
     w_opt = torch.optim.SGD(nats.weight_parameters(model), lr=0.05, momentum=0.9)
     a_opt = torch.optim.Adam(nats.arch_parameters(model), lr=0.05)
-    loss_fn = lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])
+    def loss_fn(m, b):
+        return nn.functional.cross_entropy(m(b[0]), b[1])
+
     for _ in range(steps):
         wb = (torch.rand(4, 3, 32, 32), torch.randint(0, 4, (4,)))
         ab = (torch.rand(4, 3, 32, 32), torch.randint(0, 4, (4,)))
