@@ -60,6 +60,7 @@ def test_search_space_violations_are_reported():
 
 # --- the search and its preparer ---------------------------------------------------------------------
 
+@pytest.mark.slow  # ~40 s idle; the preparer test below runs the same search path in CI
 def test_tiny_search_is_valid_and_reproducible(tiny_data):
     settings = tiny_settings(tiny_data)
     task = S.ProxyTask("hourglass", settings["data"], settings["proxy"])
