@@ -68,7 +68,8 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         done = [r for r in vr if r.get("status") == "completed"]
         failed = [r for r in vr if r.get("status") == "failed"]
         row = {"variant": v, "label": spec.get("label", v), "n": len(done), "failed": len(failed),
-               "running": len([r for r in vr if r.get("status") in ("running", "interrupted")]),
+               "running": len([r for r in vr if r.get("status") == "running"]),
+               "interrupted": len([r for r in vr if r.get("status") == "interrupted"]),
                "errors": sorted({r.get("error", "")[:120] for r in failed}), "paper": spec.get("paper") or {},
                "seeds": sorted(r["seed"] for r in done), "metrics": {}, "curves": [r.get("curve", []) for r in done]}
         for m in set(metrics) | {"AP", "FPS"}:
@@ -125,12 +126,11 @@ def verdicts(summary: dict) -> list[str]:
 
 
 def _status(row: dict, total_seeds: int) -> str:
-    if row["n"] == 0 and row["failed"] == 0:
-        return "running" if row["running"] else "not run"
-    s = f"{row['n']}/{total_seeds} done"
-    if row["failed"]:
-        s += f", {row['failed']} failed"
-    return s
+    parts = [f"{row['n']}/{total_seeds} done"] if row["n"] else []
+    for key in ("failed", "interrupted", "running"):
+        if row.get(key):
+            parts.append(f"{row[key]} {key}")
+    return ", ".join(parts) or "not run"
 
 
 def _num(v, div, digits=2):
@@ -148,7 +148,7 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
     body, used_tags = [], []
     for r in summary["rows"]:
         mean, std, n = r["metrics"][primary]
-        ours = _fmt(mean, std, n) if r["n"] else ("failed" if r["failed"] else "not run")
+        ours = _fmt(mean, std, n) if r["n"] else ("failed" if r["failed"] else _status(r, total))
         p = r["paper"]
         pv = p.get(primary)
         if pv is None:
