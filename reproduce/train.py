@@ -116,7 +116,8 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
     path = out / "record.json"
     prev = read_record(path) or {}
     ckpt = out / "checkpoints" / "last.ckpt"
-    resume = ckpt if prev.get("status") == "interrupted" and ckpt.is_file() else None
+    # an interrupted run, or one whose process was killed (its record still says running), resumes
+    resume = ckpt if prev.get("status") in ("interrupted", "running") and ckpt.is_file() else None
     record = {"ablation": ablation, "variant": variant, "seed": seed, "scale": scale, "paper": paper,
               "config": cfg, "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_commit(), "hardware": hardware(),

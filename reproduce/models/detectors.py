@@ -11,8 +11,6 @@ map back to dataset category ids.
 """
 from __future__ import annotations
 
-import math
-from collections import OrderedDict
 from functools import partial
 
 from torch import nn
@@ -132,16 +130,3 @@ def create_detector(name: str, backbone="resnet50_fpn", num_classes: int = 10, *
 def feature_strides_ok(backbone: nn.Module) -> bool:
     """True when every level ``p{L}`` has stride ``2**L`` (the contract the anchors rely on)."""
     return all(f["stride"] == 2 ** int(f["name"][1:]) for f in backbone.feature_info)
-
-
-def levels_dict(maps: list, names: list[str]) -> "OrderedDict":
-    """Name a list of feature maps as the OrderedDict the torchvision detectors expect."""
-    return OrderedDict(zip(names, maps))
-
-
-def level_names(min_level: int, max_level: int) -> list[str]:
-    return [f"p{l}" for l in range(min_level, max_level + 1)]
-
-
-def log2_int(stride: int) -> int:
-    return int(round(math.log2(stride)))
