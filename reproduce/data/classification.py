@@ -22,11 +22,8 @@ there means pretrained by :class:`lightning_modules.classification.Classificatio
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -35,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .synth import synth_classification
+from .synth import cached_dataset, synth_classification
 
 CLS_KEYS = ("image_size", "train_images", "val_images", "seed", "clutter")
 CLS_DEFAULTS = {"image_size": 64, "train_images": 2000, "val_images": 400, "seed": 0, "clutter": 6}
@@ -53,22 +50,14 @@ def classification_root(cfg: dict) -> Path:
     """Generate (once) and return the synthetic classification set described by ``cfg`` (keys
     ``root`` and :data:`CLS_KEYS`); the val split uses ``seed + 10000``."""
     spec = classification_spec(cfg)
-    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    root = Path(cfg.get("root") or "data/synthetic") / f"cls{spec['image_size']}_{key}"
-    if (root / "labels_val.json").is_file() and (root / "labels_train.json").is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
     common = dict(size=int(spec["image_size"]), clutter=int(spec["clutter"]))
-    synth_classification(tmp, "train", images=int(spec["train_images"]), seed=int(spec["seed"]), **common)
-    synth_classification(tmp, "val", images=int(spec["val_images"]), seed=int(spec["seed"]) + VAL_SEED_OFFSET,
-                         **common)
-    (tmp / "spec.json").write_text(json.dumps(spec, indent=1))
-    try:
-        os.rename(tmp, root)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    def build(tmp: Path) -> None:
+        synth_classification(tmp, "train", images=int(spec["train_images"]), seed=int(spec["seed"]), **common)
+        synth_classification(tmp, "val", images=int(spec["val_images"]), seed=int(spec["seed"]) + VAL_SEED_OFFSET,
+                             **common)
+
+    return cached_dataset(cfg.get("root") or "data/synthetic", f"cls{spec['image_size']}", spec, build)
 
 
 def build_cls_transform(train: bool, image_size: int):

@@ -11,11 +11,6 @@ Config keys (``data:`` section of a run config):
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -23,7 +18,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from .coco import CocoDetection
-from .synth import synth_detection
+from .synth import cached_dataset, synth_detection
 from .transforms import build_transforms
 from .voc import VocDetection
 
@@ -36,25 +31,17 @@ def collate(batch):
 
 
 def synthetic_root(cfg: dict) -> Path:
-    """Generate (once) and return the synthetic data set described by ``cfg``; safe when several
-    processes ask at once (each writes a temporary folder, the first rename wins)."""
+    """Generate (once) and return the synthetic detection set described by ``cfg``; safe when several
+    processes ask at once (see :func:`reproduce.data.synth.cached_dataset`)."""
     spec = {k: cfg.get(k, SYNTH_DEFAULTS.get(k)) for k in SYNTH_KEYS}
-    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    root = Path(cfg.get("root", "data/synthetic")) / f"det{spec['image_size']}_{key}"
-    if (root / "annotations" / "instances_val.json").is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
     common = dict(size=spec["image_size"], max_objects=spec["max_objects"], clutter=spec["clutter"],
                   min_area=spec["min_area"], tiers=tuple(spec["tiers"]))
-    synth_detection(tmp, "train", images=spec["train_images"], seed=spec["seed"], **common)
-    synth_detection(tmp, "val", images=spec["val_images"], seed=spec["seed"] + 10_000, **common)
-    (tmp / "spec.json").write_text(json.dumps(spec, indent=1))
-    try:
-        os.rename(tmp, root)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    def build(tmp: Path) -> None:
+        synth_detection(tmp, "train", images=spec["train_images"], seed=spec["seed"], **common)
+        synth_detection(tmp, "val", images=spec["val_images"], seed=spec["seed"] + 10_000, **common)
+
+    return cached_dataset(cfg.get("root", "data/synthetic"), f"det{spec['image_size']}", spec, build)
 
 
 class DetectionDataModule(pl.LightningDataModule):

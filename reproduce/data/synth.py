@@ -180,6 +180,32 @@ def _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_ar
     return img, anns
 
 
+def cached_dataset(parent: str | os.PathLike, prefix: str, spec: dict, build) -> Path:
+    """Generate a data set once and return its folder ``parent/<prefix>_<hash of spec>``.
+
+    ``build(tmp_dir)`` writes the files; it runs in a temporary folder that is renamed into place,
+    so several processes may ask at once (the first rename wins) and a killed generation leaves no
+    half-written set behind.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    root = Path(parent) / f"{prefix}_{key}"
+    if (root / "spec.json").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
+    build(tmp)
+    (tmp / "spec.json").write_text(json.dumps(spec, indent=1))  # written last: marks a complete set
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
 def _atomic_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj))
