@@ -42,13 +42,16 @@ class CurveRecorder(Callback):
 
 
 class FailAtStep(Callback):
-    """``debug.fail_at_step: N`` raises at step N: exercises the failure path end to end (tests)."""
+    """``debug.fail_at_step: N`` raises at step N (``debug.interrupt: true``: a KeyboardInterrupt, as
+    Ctrl-C would): exercises the failure and interruption paths end to end (tests)."""
 
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, step: int, interrupt: bool = False):
+        self.step, self.interrupt = step, interrupt
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step >= self.step:
+            if self.interrupt:
+                raise KeyboardInterrupt
             raise RuntimeError(f"injected failure at step {trainer.global_step} (debug.fail_at_step)")
 
 
@@ -142,7 +145,7 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         curve = CurveRecorder()
         callbacks = [curve]
         if (cfg.get("debug") or {}).get("fail_at_step") is not None:
-            callbacks.append(FailAtStep(int(cfg["debug"]["fail_at_step"])))
+            callbacks.append(FailAtStep(int(cfg["debug"]["fail_at_step"]), bool(cfg["debug"].get("interrupt", False))))
         trainer_cfg = {**cfg.get("trainer", {})}
         trainer_cfg.pop("channels_last", None)
         trainer = build_trainer({**cfg, "trainer": trainer_cfg}, out, loggers, callbacks)
@@ -157,8 +160,9 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         if trainer.is_global_zero:
             record.update(_measure(module, cfg))
         status = "completed"
-    except KeyboardInterrupt:
-        status, exc_info = "interrupted", "KeyboardInterrupt / SIGTERM"
+    except (KeyboardInterrupt, SystemExit) as e:
+        # Lightning turns Ctrl-C inside fit() into sys.exit(1) after a graceful shutdown
+        status, exc_info = "interrupted", f"{type(e).__name__} (Ctrl-C / SIGTERM); resumes from last.ckpt"
         raise
     except Exception as e:  # any failure is recorded; the ablation carries on with the others
         exc_info = e

@@ -119,3 +119,13 @@ def test_isolated_run_process_crash_is_recorded(test_configs, runs_root, monkeyp
     write_record(record_path("t_abl", "good", 0, runs_root), {"status": "running", "pid": 1, "host": "x"})
     rec = ab._run_isolated(spec, str(runs_root))
     assert rec["status"] == "failed" and rec["failure_kind"] == "crash" and "-9" in rec["error"]
+
+
+def test_ctrl_c_during_fit_is_recorded_interrupted_then_resumes(test_configs, runs_root):
+    """Lightning turns Ctrl-C inside fit() into sys.exit(1); the record must say interrupted."""
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["debug.fail_at_step=1", "debug.interrupt=true"],
+                     isolate=False, runs_root=runs_root, log=lambda *a: None)
+    rec = read_record(record_path("t_abl", "good", 0, runs_root))
+    assert rec["status"] == "interrupted" and "Ctrl-C" in rec["error"]
+    assert needs_run(rec)
