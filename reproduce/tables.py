@@ -144,7 +144,7 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
     total = int(abl.get("seeds", 3))
     header = ["Variant", f"{primary} (ours)", f"{primary} (paper)"] + [m for m in metrics if m != primary]
     kinds = sorted({k for r in summary["rows"] for k in r.get("prepare_min", {})})
-    header += ["Params (M)", "FLOPs (G)", "FPS"] + [f"{k} cost (min)" for k in kinds] + ["Runs"]
+    header += ["Params (M)", "FLOPs (G)", "FPS", "Run (min)"] + [f"{k} cost (min)" for k in kinds] + ["Runs"]
     body, used_tags = [], []
     for r in summary["rows"]:
         mean, std, n = r["metrics"][primary]
@@ -165,7 +165,8 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
             mm, ss, nn = r["metrics"][m]
             cells.append(f"{mm * 100:.1f}" if nn else "–")
         cells += [_num(r["params"], 1e6), _num(r["macs"], 1e9, 3),
-                  f"{r['fps'][0]:.1f}" if r["fps"][2] else "–"]
+                  f"{r['fps'][0]:.1f}" if r["fps"][2] else "–",
+                  "–" if math.isnan(r["wall_min"]) else f"{r['wall_min']:.1f}"]
         cells += [f"{r['prepare_min'][k]:.1f}" if k in r.get("prepare_min", {}) else "–" for k in kinds]
         cells.append(_status(r, total))
         body.append(cells)
@@ -189,7 +190,8 @@ def render_markdown(summary: dict) -> str:
              f"{'synthetic val set' if d.get('kind') == 'synthetic' else d.get('kind', '') + ' val set'}, "
              f"mean ± std over n seeds; other metric columns are means. "
              f"FLOPs = multiply-adds at {d.get('image_size')}x{d.get('image_size')} input (torch.utils.flop_counter / 2). "
-             f"FPS: median CPU inference latency, batch 1, measured at the end of each run."]
+             f"FPS: median CPU inference latency, batch 1, measured at the end of each run. "
+             f"Run (min): mean wall time of one run (training + evaluation), on a machine that may be shared."]
     if abl.get("scale_note", {}).get(scale):
         notes.append("Scale-down: " + abl["scale_note"][scale].strip())
     for t in sorted(set(tags)):
