@@ -60,7 +60,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from reproduce.config import deep_merge
 from reproduce.models.resnet_variant import RESNET_CODES, build_resnet_variant, load_trunk_weights, parse_arch
 from reproduce.prepare import register_preparer
-from reproduce.records import is_stale, read_record, write_record
+from reproduce.records import wait_while_running, write_record
 
 from .detection import DivergedError
 from .optim import configure
@@ -170,19 +170,6 @@ def _reusable(rec: dict | None) -> bool:
                 and Path(rec["checkpoint"]).is_file())
 
 
-def _wait_for_other(path: Path, poll_s: float, timeout_s: float) -> dict | None:
-    """While another live process (or another host) holds the record ``running``, wait for it."""
-    t0 = time.time()
-    rec = read_record(path)
-    while rec and rec.get("status") == "running" and not is_stale(rec) and rec.get("pid") != os.getpid():
-        if time.time() - t0 > timeout_s:
-            raise TimeoutError(f"{path}: pretraining still running in pid {rec.get('pid')} on {rec.get('host')} "
-                               f"after {timeout_s:.0f} s")
-        time.sleep(poll_s)
-        rec = read_record(path)
-    return rec
-
-
 def _save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
@@ -258,7 +245,7 @@ def pretrain(step: dict, *, cfg: dict, seed: int, out: Path) -> tuple[dict, dict
                          "is only for the smoke / cpu scales")
     out = Path(out) / _settings_key(params, seed)
     path = out / "record.json"
-    rec = _wait_for_other(path, float(params.get("wait_poll_s", 10)), float(params.get("wait_timeout_s", 86400)))
+    rec = wait_while_running(path, float(params.get("wait_timeout_s", 86400)), float(params.get("wait_poll_s", 10)))
     if _reusable(rec):
         return _result(rec, path, reused=True)
     record = {"kind": "pretrain", "config": params, "run_seed": seed, "scale": cfg.get("scale"),

@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, Subset
 from reproduce.config import deep_merge
 from reproduce.models import create_detector, nats
 from reproduce.prepare import register_preparer
-from reproduce.records import is_stale, read_record, write_record
+from reproduce.records import read_record, wait_while_running, write_record
 
 from .detection import DetectionModule, DivergedError
 from .optim import build_optimizer, lr_lambda, param_groups
@@ -354,19 +354,6 @@ def run_search(cfg: dict, params: dict, seed: int, out: str | Path, resume: bool
             "csv": str(csv) if csv.is_file() else None, "wandb": wandb_info, "alphas": module.arch_alphas()}
 
 
-def _wait_for_other(path: Path, wait_s: float) -> dict | None:
-    """While another live process runs this search (a ``running`` record that is not stale), wait for it."""
-    t0 = time.time()
-    rec = read_record(path)
-    while rec and rec.get("status") == "running" and not is_stale(rec) and rec.get("pid") != os.getpid():
-        if time.time() - t0 > wait_s:
-            raise TimeoutError(f"nats_search: {path} has been 'running' (pid {rec.get('pid')} on {rec.get('host')}) "
-                               f"for over {wait_s:.0f} s; remove the record if that process is gone")
-        time.sleep(5)
-        rec = read_record(path)
-    return rec
-
-
 def _wait_for_rank_zero(path: Path, wait_s: float) -> dict:
     """Non-zero ranks of a multi-process (DDP) run: wait until rank 0's search record is completed."""
     t0 = time.time()
@@ -416,7 +403,7 @@ def nats_search_step(step: dict, *, cfg: dict, seed: int, out: Path) -> tuple[di
     if rank_zero_only.rank != 0:  # another rank of a multi-process run: rank 0 searches
         prev = _wait_for_rank_zero(path, float(params.get("wait_s", 7 * 24 * 3600)))
     else:
-        prev = _wait_for_other(path, float(params.get("wait_s", 7 * 24 * 3600)))
+        prev = wait_while_running(path, float(params.get("wait_s", 7 * 24 * 3600)))
     arch_file = run / "arch.json"
     reused = bool(prev and prev.get("status") == "completed" and arch_file.is_file())
     if not reused:

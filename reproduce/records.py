@@ -85,6 +85,23 @@ def is_stale(record: dict) -> bool:
     return not _pid_alive(int(record.get("pid", -1)))
 
 
+def wait_while_running(path: str | Path, timeout_s: float, poll_s: float = 5.0) -> dict | None:
+    """While another live process (here or on another host) holds the record at ``path`` as
+    ``running``, wait for it; returns the record as it is then. Raises ``TimeoutError`` after
+    ``timeout_s`` (remove the record if that process is gone for good)."""
+    import time
+
+    t0 = time.time()
+    rec = read_record(path)
+    while rec and rec.get("status") == "running" and not is_stale(rec) and rec.get("pid") != os.getpid():
+        if time.time() - t0 > timeout_s:
+            raise TimeoutError(f"{path} has been 'running' (pid {rec.get('pid')} on {rec.get('host')}) for over "
+                               f"{timeout_s:.0f} s; remove the record if that process is gone")
+        time.sleep(poll_s)
+        rec = read_record(path)
+    return rec
+
+
 def needs_run(record: dict | None, retry_failed: bool = True) -> bool:
     """Whether a run should (re)start: no record, failed (when retrying), interrupted, or stale."""
     if record is None:
