@@ -9,7 +9,9 @@
   ``val/APm``, ``val/APl``, ``val/AR100``, computed and reset every epoch (the metric returns a dict,
   so Lightning cannot reset it for us; reference conventions.md section 3);
 - optimizer and schedule from ``optimizer:`` (see ``lightning_modules.optim``); gradient clipping,
-  AMP and DDP are Trainer settings; ``channels_last`` converts the model's memory format.
+  AMP and DDP are Trainer settings; ``channels_last`` converts the model's memory format and
+  ``compile`` compiles the backbone and the dense head (``reproduce.gpu_path``), at ``configure_model``
+  so that the FLOP count and checkpoints see the plain modules.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
+from reproduce.gpu_path import compile_parts, set_matmul_precision, use_channels_last
 from reproduce.models import create_detector
 
 from .optim import configure
@@ -43,15 +46,22 @@ def metric_targets(targets) -> list[dict]:
 
 class DetectionModule(pl.LightningModule):
     def __init__(self, model: dict, optimizer: dict, num_classes: int, channels_last: bool = False,
-                 label_to_category: dict | None = None):
+                 label_to_category: dict | None = None, compile: bool | dict | None = None,
+                 float32_matmul_precision: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         model = dict(model)
         self.detector = create_detector(model.pop("detector"), model.pop("backbone"), num_classes=num_classes,
                                         **model)
         if channels_last:
-            self.detector = self.detector.to(memory_format=torch.channels_last)
+            self.detector = use_channels_last(self.detector)
+        set_matmul_precision(float32_matmul_precision)
+        self.compiled: list[str] = []
         self.val_map = make_map_metric()
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not self.compiled:
+            self.compiled = compile_parts(self.detector, self.hparams.compile)
 
     def forward(self, images):
         return self.detector(images)

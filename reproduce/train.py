@@ -4,6 +4,13 @@
 trains, evaluates, measures params / FLOPs / speed and writes the record. Whatever happens, the
 record ends ``completed``, ``failed`` (any exception, including a diverged loss, with the error and
 traceback) or ``interrupted`` (Ctrl-C / SIGTERM; the run resumes from its last checkpoint next time).
+
+Multi-GPU (``trainer.devices`` x ``trainer.num_nodes``, ``strategy: ddp``): ``data.batch_size`` is the
+global batch (the DataModule divides it by the world size) and ``optimizer.lr`` is the learning rate
+for that global batch, so a config means the same training on any number of devices; validation
+metrics are synchronized across ranks by torchmetrics; ``trainer.sync_batchnorm`` converts BatchNorm
+to SyncBatchNorm (CUDA only, as in torch). Every rank calls ``run_one``; only rank 0 writes the
+record and the W&B run (see :mod:`reproduce.distributed`).
 """
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from .config import ROOT
+from .distributed import (clear_hpc_checkpoints, is_launch_rank_zero, launch_tag, resume_checkpoint,
+                          wait_for_launch_record)
 from .loggers import finish_wandb, make_loggers
 from .prepare import run_preparers
 from .measure import MACS_NOTE, count_params, detector_macs, inference_speed
@@ -75,8 +84,15 @@ def hardware() -> dict:
     return info
 
 
+# trainer: keys that are not Trainer arguments (model / runtime switches, see reproduce/gpu_path.py)
+MODULE_SWITCHES = ("channels_last", "compile", "float32_matmul_precision")
+
+
 def build_trainer(cfg: dict, out: Path, loggers, callbacks) -> pl.Trainer:
-    t = dict(cfg.get("trainer", {}))
+    t = {k: v for k, v in cfg.get("trainer", {}).items() if k not in MODULE_SWITCHES}
+    if t.get("sync_batchnorm") and t.get("accelerator", "auto") == "cpu" and _world(t) > 1:
+        raise ValueError("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
+                         "set trainer.sync_batchnorm=false for a CPU DDP run")
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
     return pl.Trainer(
         default_root_dir=str(out), logger=loggers, callbacks=[ckpt, *callbacks],
@@ -88,6 +104,12 @@ def build_trainer(cfg: dict, out: Path, loggers, callbacks) -> pl.Trainer:
         enable_model_summary=bool(t.pop("enable_model_summary", False)),
         log_every_n_steps=int(t.pop("log_every_n_steps", 10)), sync_batchnorm=bool(t.pop("sync_batchnorm", False)),
         benchmark=t.pop("benchmark", None), **t)
+
+
+def _world(t: dict) -> int:
+    devices = t.get("devices", 1)
+    n = len(devices) if isinstance(devices, (list, tuple)) else int(devices) if str(devices).isdigit() else 1
+    return n * int(t.get("num_nodes", 1))
 
 
 def _measure(module, cfg: dict, speed: bool = True) -> dict:
@@ -117,15 +139,22 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
 
     out = run_dir(ablation, variant, seed, runs_root)
     path = out / "record.json"
-    prev = read_record(path) or {}
-    ckpt = out / "checkpoints" / "last.ckpt"
-    # an interrupted run, or one whose process was killed (its record still says running), resumes
-    resume = ckpt if prev.get("status") in ("interrupted", "running") and ckpt.is_file() else None
-    record = {"ablation": ablation, "variant": variant, "seed": seed, "scale": scale, "paper": paper,
-              "config": cfg, "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_commit(), "hardware": hardware(),
-              "attempt": int(prev.get("attempt", 0)) + 1, "resumed_from": str(resume) if resume else None}
-    write_record(path, record)
+    writer, tag = is_launch_rank_zero(), launch_tag()  # only rank 0 writes the record (DDP)
+    if writer:
+        prev = read_record(path) or {}
+        # an interrupted run, or one whose process was killed (its record still says running), resumes
+        resume = resume_checkpoint(out, prev)
+        if resume is None:
+            clear_hpc_checkpoints(out)
+        record = {"ablation": ablation, "variant": variant, "seed": seed, "scale": scale, "paper": paper,
+                  "config": cfg, "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_commit(), "hardware": hardware(),
+                  "attempt": int(prev.get("attempt", 0)) + 1, "resumed_from": str(resume) if resume else None,
+                  "launch": tag}
+        write_record(path, record)
+    else:  # resume from the checkpoint rank 0 chose, so that every rank restores the same state
+        record = wait_for_launch_record(path, tag)
+        resume = Path(record["resumed_from"]) if record.get("resumed_from") else None
     t0 = time.time()
     loggers, status, exc_info = [], "failed", None
     prev_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if _main_thread() else None
@@ -135,9 +164,9 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         pl.seed_everything(seed, workers=True, verbose=False)
         dm = DetectionDataModule(cfg["data"], seed=seed)
         model_cfg = {"image_size": int(cfg["data"]["image_size"]), **cfg["model"]}
+        switches = {k: v for k, v in cfg.get("trainer", {}).items() if k in MODULE_SWITCHES}
         module = DetectionModule(model=model_cfg, optimizer=cfg["optimizer"], num_classes=dm.num_classes,
-                                 channels_last=bool(cfg.get("trainer", {}).get("channels_last", False)),
-                                 label_to_category=dm.label_to_category)
+                                 label_to_category=dm.label_to_category, **switches)
         record.update(_measure(module, cfg, speed=False))
         log_cfg = cfg.get("logger", {})
         loggers = make_loggers(out, paper=paper, ablation=ablation, variant=variant, seed=seed, scale=scale,
@@ -146,10 +175,11 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         callbacks = [curve]
         if (cfg.get("debug") or {}).get("fail_at_step") is not None:
             callbacks.append(FailAtStep(int(cfg["debug"]["fail_at_step"]), bool(cfg["debug"].get("interrupt", False))))
-        trainer_cfg = {**cfg.get("trainer", {})}
-        trainer_cfg.pop("channels_last", None)
-        trainer = build_trainer({**cfg, "trainer": trainer_cfg}, out, loggers, callbacks)
+        trainer = build_trainer(cfg, out, loggers, callbacks)
+        record["world_size"] = trainer.world_size
+        record["per_device_batch"] = int(cfg["data"]["batch_size"]) // trainer.world_size
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        writer = writer and trainer.is_global_zero
         if not curve.curve:
             raise RuntimeError("training finished without a validation epoch; no metrics to record")
         final = curve.curve[-1]
@@ -157,8 +187,9 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         record["curve"] = curve.curve
         record["train_steps"] = trainer.global_step
         record["epochs"] = trainer.current_epoch
-        if trainer.is_global_zero:
+        if writer:
             record.update(_measure(module, cfg))
+            clear_hpc_checkpoints(out)
         status = "completed"
     except (KeyboardInterrupt, SystemExit) as e:
         # Lightning turns Ctrl-C inside fit() into sys.exit(1) after a graceful shutdown
@@ -172,19 +203,24 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
     finally:
         if prev_term is not None:
             signal.signal(signal.SIGTERM, prev_term)
-        try:
-            record["wandb"] = finish_wandb(loggers, exit_code=0 if status == "completed" else 1)
-        except Exception as e:  # W&B trouble must not lose the run's result
-            record["wandb"] = {"error": str(e)}
-        csv = out / "csv" / "metrics.csv"
-        record["csv"] = str(csv) if csv.is_file() else None
         record["status"] = status
-        record["wall_time_s"] = round(time.time() - t0, 2)
-        record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        if status == "interrupted":
-            record["error"] = str(exc_info)
-        write_record(path, record)
+        if writer:  # ranks > 0 leave the record and the W&B run to rank 0
+            _finish_record(record, path, out, loggers, status, exc_info, t0)
     return record
+
+
+def _finish_record(record: dict, path: Path, out: Path, loggers, status: str, exc_info, t0: float) -> None:
+    try:
+        record["wandb"] = finish_wandb(loggers, exit_code=0 if status == "completed" else 1)
+    except Exception as e:  # W&B trouble must not lose the run's result
+        record["wandb"] = {"error": str(e)}
+    csv = out / "csv" / "metrics.csv"
+    record["csv"] = str(csv) if csv.is_file() else None
+    record["wall_time_s"] = round(time.time() - t0, 2)
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if status == "interrupted":
+        record["error"] = str(exc_info)
+    write_record(path, record)
 
 
 def _main_thread() -> bool:

@@ -4,8 +4,14 @@ Config keys (``data:`` section of a run config):
 - ``kind``: ``synthetic`` (generated on first use and cached under ``root``), ``coco`` (``root`` with
   ``<split>/`` image folders and ``annotations/instances_<split>.json``) or ``voc`` (``roots``: list of
   VOCdevkit/VOC20xx folders, ``train_split`` / ``val_split`` set names).
-- ``image_size``, ``batch_size`` (the **global** batch: divided by the world size, an error when it
-  does not divide), ``num_workers``, ``hflip``, ``scale_jitter``.
+- ``image_size``, ``batch_size`` (the **global** batch: divided by the world size = devices x nodes,
+  an error when it does not divide; the learning rate in ``optimizer.lr`` is for this global batch),
+  ``val_batch_size`` (per device; default: the per-device train batch), ``hflip``, ``scale_jitter``.
+- loaders: ``num_workers``, ``pin_memory`` (default: when CUDA is present), ``persistent_workers``
+  (default: when there are workers), ``prefetch_factor`` (batches each worker keeps ready).
+  Under DDP Lightning gives each rank a ``DistributedSampler``; validation pads the val set to a
+  multiple of the world size by repeating images (a warning says so), so the synchronized AP is
+  exact when the val set divides by the world size (COCO val2017: 5000 images).
 - synthetic only: ``train_images``, ``val_images``, ``seed`` (the data set's seed; the run seed only
   changes the model init and the sampling order), ``max_objects``, ``clutter``.
 """
@@ -15,6 +21,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from .coco import CocoDetection
@@ -98,12 +105,19 @@ class DetectionDataModule(pl.LightningDataModule):
         return bs // world
 
     def _loader(self, ds, train: bool) -> DataLoader:
-        workers = int(self.cfg.get("num_workers", 0))
+        c = self.cfg
+        workers = int(c.get("num_workers", 0))
         gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.per_device_batch() if train else int(self.cfg.get("val_batch_size",
-                          self.cfg["batch_size"])), shuffle=train, num_workers=workers, collate_fn=collate,
-                          generator=gen, drop_last=train and len(ds) > self.cfg["batch_size"],
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        bs = self.per_device_batch() if train else int(c.get("val_batch_size") or self.per_device_batch())
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if not train and len(ds) % world:
+            rank_zero_warn(f"val set of {len(ds)} images does not divide by the world size {world}: the "
+                           "distributed sampler repeats a few images, so AP is approximate")
+        extra = {"prefetch_factor": int(c["prefetch_factor"])} if workers > 0 and c.get("prefetch_factor") else {}
+        return DataLoader(ds, batch_size=bs, shuffle=train, num_workers=workers, collate_fn=collate,
+                          generator=gen, drop_last=train and len(ds) > c["batch_size"],
+                          persistent_workers=bool(c.get("persistent_workers", True)) and workers > 0,
+                          pin_memory=bool(c.get("pin_memory", torch.cuda.is_available())), **extra)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)

@@ -1,0 +1,76 @@
+"""One run on many processes: which process writes the record, and where a run resumes from.
+
+A DDP run is started once per rank: by Lightning's subprocess launcher (``strategy: ddp`` on one
+machine re-runs ``python -m reproduce.cli run-one ...`` for ranks 1..N-1), by ``srun`` on SLURM (one
+task per GPU, every task runs the same job function), or by ``torchrun``. Every rank trains; only the
+launching rank 0 writes the run record and the W&B run (Lightning's loggers are rank-zero only by
+themselves). The other ranks wait until rank 0 has written the ``running`` record of the same launch
+(:func:`launch_tag`) and take the checkpoint to resume from out of it, so every rank restores the
+same state even when all of them start at once (``srun``).
+
+Resuming: an ``interrupted`` run, or one whose record still says ``running`` (its process was
+killed), resumes from the newest of ``checkpoints/last.ckpt`` (end of the last epoch) and Lightning's
+SLURM auto-requeue checkpoint ``hpc_ckpt_<n>.ckpt`` (saved mid-epoch on SIGUSR1 before the job is
+requeued). A run that starts afresh removes stale ``hpc_ckpt_*`` files first, otherwise Lightning
+would restore them by itself on SLURM.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .records import read_record
+
+RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+HPC_PREFIX = "hpc_ckpt_"
+
+
+def is_launch_rank_zero() -> bool:
+    """Whether this process is global rank 0 as its launcher set it (a plain run is rank 0)."""
+    return all(int(os.environ.get(v) or 0) == 0 for v in RANK_VARS)
+
+
+def launch_tag() -> str:
+    """An id that every rank of one launch shares: the SLURM job step and its restart count, the torchrun
+    run, or else the pid of rank 0 (Lightning's subprocess launcher starts ranks 1.. as its children)."""
+    env = os.environ
+    if env.get("SLURM_JOB_ID"):
+        return (f"slurm:{env['SLURM_JOB_ID']}.{env.get('SLURM_STEP_ID', 'batch')}"
+                f":{env.get('SLURM_RESTART_COUNT', '0')}")
+    if env.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun:{env['TORCHELASTIC_RUN_ID']}:{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return f"pid:{os.getpid() if is_launch_rank_zero() else os.getppid()}"
+
+
+def wait_for_launch_record(path: str | Path, tag: str, timeout_s: float = 600.0, poll_s: float = 0.5) -> dict:
+    """Ranks > 0: wait until rank 0 has written the ``running`` record of launch ``tag``; return it."""
+    t0 = time.time()
+    while True:
+        try:
+            rec = read_record(path)
+        except ValueError:  # never half-written (atomic writes), but be safe on odd file systems
+            rec = None
+        if rec and rec.get("launch") == tag:
+            return rec
+        if time.time() - t0 > timeout_s:
+            raise TimeoutError(f"rank 0 of launch {tag} did not write {path} within {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def hpc_checkpoints(out: str | Path) -> list[Path]:
+    return sorted(Path(out).glob(f"{HPC_PREFIX}*.ckpt"))
+
+
+def resume_checkpoint(out: str | Path, prev: dict | None) -> Path | None:
+    """The checkpoint a run resumes from (see the module docstring), or None to start afresh."""
+    if (prev or {}).get("status") not in ("interrupted", "running"):
+        return None
+    found = [p for p in [Path(out) / "checkpoints" / "last.ckpt", *hpc_checkpoints(out)] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def clear_hpc_checkpoints(out: str | Path) -> None:
+    """Remove SLURM auto-requeue checkpoints (a fresh or finished run must not restore them)."""
+    for p in hpc_checkpoints(out):
+        p.unlink(missing_ok=True)
