@@ -51,8 +51,8 @@ class DetectionModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         model = dict(model)
-        self.detector = create_detector(model.pop("detector"), model.pop("backbone"), num_classes=num_classes,
-                                        **model)
+        # ``backbone`` stays a keyword: detectors with their own backbone (rsanet) have no backbone key
+        self.detector = create_detector(model.pop("detector"), num_classes=num_classes, **model)
         if channels_last:
             self.detector = use_channels_last(self.detector)
         set_matmul_precision(float32_matmul_precision)

@@ -9,6 +9,10 @@ By default each run executes in its own Python process (``isolate=True``): a har
 OOM kill) of one run is then recorded as ``failed`` with its exit code, and memory is returned
 between runs. Ctrl-C stops the ablation; the current run is recorded ``interrupted`` and resumes from
 its last checkpoint on the next call.
+
+Launchers (:mod:`reproduce.launchers`): ``local`` runs one run after another, or ``jobs`` at once;
+``slurm`` submits the pending runs as a submitit job array. ``dry_run`` prints each run's resolved
+config, params, FLOPs and estimated device-hours instead (:mod:`reproduce.dry_run`).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import load_ablation, resolve_run_config
+from .config import apply_sets, load_ablation, resolve_run_config
 from .models.registry import UnknownNameError
 from .records import needs_run, read_record, record_path, update_record
 
@@ -48,11 +52,11 @@ def expand(name: str, scale: str, seeds: int | list[int] | None = None, variants
             for v in (variants or valid) for s in seed_list]
 
 
-def _run_isolated(spec: RunSpec, runs_root: str | None) -> dict:
+def _run_isolated(spec: RunSpec, runs_root: str | None, env: dict | None = None) -> dict:
     cmd = [sys.executable, "-m", "reproduce.cli", "run-one", "--json", json.dumps(spec.__dict__)]
     if runs_root:
         cmd += ["--runs-root", str(runs_root)]
-    proc = subprocess.run(cmd)
+    proc = subprocess.run(cmd, env=env)
     path = record_path(spec.ablation, spec.variant, spec.seed, runs_root)
     rec = read_record(path) or {}
     if proc.returncode != 0 and rec.get("status") in (None, "running"):
@@ -64,39 +68,78 @@ def _run_isolated(spec: RunSpec, runs_root: str | None) -> dict:
     return rec
 
 
+def _result_line(rec: dict) -> str:
+    ap = (rec.get("metrics") or {}).get("AP")
+    return (f"{rec.get('status')}" + (f", AP {ap:.4f}" if ap is not None else "") +
+            (f" ({rec.get('error')})" if rec.get("status") == "failed" else "") + f", {rec.get('wall_time_s', 0):.0f} s")
+
+
 def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = None,
                  variants: list[str] | None = None, sets: list[str] | None = None, *, isolate: bool = True,
                  retry_failed: bool = True, runs_root: str | Path | None = None, dry_run: bool = False,
+                 launcher: str = "local", jobs: int = 1, launcher_flags: dict | None = None,
+                 submitit_cluster: str | None = None, wait: bool = False, dry_run_opts: dict | None = None,
                  log=print) -> list[dict]:
-    """Run (or, with ``dry_run``, list) every pending run of an ablation; returns the final records."""
+    """Run (or, with ``dry_run``, describe) every pending run of an ablation; returns the records.
+
+    ``launcher="slurm"`` submits the pending runs and returns only the records of the skipped ones,
+    unless ``wait`` (then the finished records of all); ``submitit_cluster`` picks submitit's
+    ``local`` or ``debug`` executor instead of SLURM (tests). ``dry_run_opts`` go to
+    :func:`reproduce.dry_run.describe_runs` (``measure``, ``batch``, ``steps``, ``measure_size``)."""
     from .train import run_one
 
+    if launcher not in ("local", "slurm"):
+        raise ValueError(f"unknown launcher {launcher!r}; valid: local, slurm")
     specs = expand(name, scale, seeds, variants, sets)
-    results = []
+    results, pending, tags = [], [], {}
     for i, spec in enumerate(specs, 1):
-        path = record_path(spec.ablation, spec.variant, spec.seed, runs_root)
-        rec = read_record(path)
-        tag = f"[{i}/{len(specs)}] {spec.ablation}/{spec.variant}/seed{spec.seed} ({scale})"
+        rec = read_record(record_path(spec.ablation, spec.variant, spec.seed, runs_root))
+        tags[id(spec)] = f"[{i}/{len(specs)}] {spec.ablation}/{spec.variant}/seed{spec.seed} ({scale})"
         if not needs_run(rec, retry_failed):
-            log(f"{tag}: {rec['status']}, skipped")
+            log(f"{tags[id(spec)]}: {rec['status']}, skipped")
             results.append(rec)
-            continue
-        if dry_run:
-            log(f"{tag}: would run")
-            continue
-        log(f"{tag}: running")
+        else:
+            pending.append(spec)
+    if dry_run:
+        from .dry_run import describe_runs
+
+        describe_runs(pending, log=log, **(dry_run_opts or {}))
+        return results
+    root = str(runs_root) if runs_root else None
+    if launcher == "slurm" and pending:
+        from .launchers import launcher_options, run_overrides, submit_array
+
+        opts = launcher_options(pending[0].config, launcher_flags)
+        for spec in pending:
+            spec.config = apply_sets(spec.config, run_overrides(opts))
+        submitted = submit_array(pending, opts, runs_root, cluster=submitit_cluster)
+        for spec, job in zip(pending, submitted):
+            log(f"{tags[id(spec)]}: submitted as job {job.job_id}")
+        if wait:
+            for spec, job in zip(pending, submitted):
+                rec = job.result()
+                log(f"{tags[id(spec)]}: {_result_line(rec)}")
+                results.append(rec)
+        return results
+
+    def one(spec: RunSpec, env: dict | None = None) -> dict:
+        log(f"{tags[id(spec)]}: running")
         try:
             if isolate:
-                rec = _run_isolated(spec, str(runs_root) if runs_root else None)
+                rec = _run_isolated(spec, root, env)
             else:
                 rec = run_one(ablation=spec.ablation, variant=spec.variant, seed=spec.seed, scale=spec.scale,
                               cfg=spec.config, paper=spec.paper, runs_root=runs_root)
         except KeyboardInterrupt:
-            log(f"{tag}: interrupted; rerun the same command to resume (finished runs are kept)")
+            log(f"{tags[id(spec)]}: interrupted; rerun the same command to resume (finished runs are kept)")
             raise
-        ap = (rec.get("metrics") or {}).get("AP")
-        log(f"{tag}: {rec.get('status')}" + (f", AP {ap:.4f}" if ap is not None else "") +
-            (f" ({rec.get('error')})" if rec.get("status") == "failed" else "") +
-            f", {rec.get('wall_time_s', 0):.0f} s")
-        results.append(rec)
-    return results
+        log(f"{tags[id(spec)]}: {_result_line(rec)}")
+        return rec
+
+    if jobs > 1 and len(pending) > 1:
+        from .launchers import run_parallel
+
+        if not isolate:
+            raise ValueError("--jobs > 1 runs each run in its own process; it cannot be combined with in-process runs")
+        return results + run_parallel(pending, jobs, one, runs_root)
+    return results + [one(spec) for spec in pending]

@@ -5,6 +5,9 @@
     reproduce data synth --out data/syn --split train --images 800 --size 128 --seed 0
     reproduce fit --config configs/models/retinanet_r18_fpn.yaml --scale cpu   one run
     reproduce run baseline_detectors --scale cpu --seeds 3          an ablation (resumable)
+    reproduce run baseline_detectors --jobs 2                        2 runs at once on this machine
+    reproduce run spinenet_vs_resnet_fpn --scale paper --launcher slurm --partition gpu --gpus 8 --time 72:00:00
+    reproduce run spinenet_vs_resnet_fpn --scale paper --dry-run    configs, params, FLOPs, est. device-hours
     reproduce tables                                 every reports/<ablation>.md from the records
     reproduce sync                                   upload offline W&B runs (wandb sync)
 """
@@ -110,17 +113,28 @@ def cmd_run(args) -> int:
     from .ablation import run_ablation
 
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else args.seeds
+    flags = {"partition": args.partition, "gpus_per_node": args.gpus, "nodes": args.nodes, "time": args.time,
+             "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb, "account": args.account, "qos": args.qos,
+             "array_parallelism": args.array_parallelism}
+    dry = {"measure": not args.no_measure, "batch": args.measure_batch, "measure_size": args.measure_size}
     try:
         recs = run_ablation(args.ablation, args.scale, seeds, args.variant, args.set, isolate=not args.in_process,
-                            retry_failed=not args.no_retry, runs_root=args.runs_root, dry_run=args.dry_run)
+                            retry_failed=not args.no_retry, runs_root=args.runs_root, dry_run=args.dry_run,
+                            launcher=args.launcher, jobs=args.jobs, launcher_flags=flags,
+                            submitit_cluster=args.submitit_cluster, wait=args.wait, dry_run_opts=dry)
     except KeyboardInterrupt:
         return 130
-    if not args.dry_run and not args.no_tables:
+    if args.dry_run:
+        return 0
+    submitted_only = args.launcher == "slurm" and not args.wait
+    if not args.no_tables and not submitted_only:
         from .tables import write_ablation_tables
 
         write_ablation_tables(args.ablation, runs_root=args.runs_root)
     failed = [r for r in recs if r.get("status") == "failed"]
-    print(f"{len(recs) - len(failed)} completed, {len(failed)} failed")
+    done = [r for r in recs if r.get("status") == "completed"]
+    print(f"{len(done)} completed, {len(failed)} failed" + (", the rest submitted (reproduce tables once they finish)"
+                                                            if submitted_only else ""))
     return 0
 
 
@@ -192,8 +206,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--in-process", action="store_true", help="run in this process (no isolation)")
     r.add_argument("--no-retry", action="store_true", help="leave failed runs as they are")
     r.add_argument("--no-tables", action="store_true", help="do not regenerate the table afterwards")
-    r.add_argument("--dry-run", action="store_true", help="list the pending runs only")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print each pending run's config, params, FLOPs and estimated device-hours; run nothing")
+    r.add_argument("--no-measure", action="store_true", help="--dry-run without measuring a step time")
+    r.add_argument("--measure-batch", type=int, help="--dry-run: batch of the measured steps (default 2 GPU / 1 CPU)")
+    r.add_argument("--measure-size", type=int, help="--dry-run: measure at this size, scale by FLOPs")
     r.add_argument("--runs-root")
+    g = r.add_argument_group("launchers", "where runs execute (reproduce/launchers.py); SLURM options override "
+                                          "the config's launcher: section")
+    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: on this machine; slurm: a submitit job array of the pending runs")
+    g.add_argument("--jobs", type=int, default=1, help="local: runs at once")
+    g.add_argument("--partition")
+    g.add_argument("--gpus", type=int, help="GPUs per node (one task each; DDP within a run)")
+    g.add_argument("--nodes", type=int)
+    g.add_argument("--time", help="time limit per run, e.g. 72:00:00 or minutes")
+    g.add_argument("--cpus-per-task", type=int)
+    g.add_argument("--mem-gb", type=int)
+    g.add_argument("--account")
+    g.add_argument("--qos")
+    g.add_argument("--array-parallelism", type=int, help="runs of the array at once")
+    g.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, then write the table")
+    g.add_argument("--submitit-cluster", choices=["slurm", "local", "debug"], help=argparse.SUPPRESS)
     r.set_defaults(fn=cmd_run)
 
     o = sub.add_parser("run-one", help=argparse.SUPPRESS)

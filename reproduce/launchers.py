@@ -1,0 +1,161 @@
+"""Where the runs of an ablation execute: N at once on this machine, or a SLURM job array (submitit).
+
+The record store (``runs/<ablation>/<variant>/seed<k>/record.json``) is the only coordination point:
+a launcher only decides where ``run_one`` executes. Completed runs are skipped, interrupted ones
+resume from their last checkpoint, and a run that is ``running`` elsewhere is left alone, whichever
+launcher started it.
+
+**local** (``--launcher local --jobs N``): N runs at once, each in its own process
+(``python -m reproduce.cli run-one``), with ``OMP_NUM_THREADS`` = cores / N unless set.
+
+**slurm** (``--launcher slurm``): pending variants x seeds become one submitit job array, one array
+task per run. Each task has ``gpus_per_node`` tasks per node (one per GPU) on ``nodes`` nodes;
+Lightning's SLURM environment turns them into one DDP run (``trainer.devices`` / ``num_nodes`` are set
+to match). SLURM sends SIGUSR1 ``signal_delay_s`` before the time limit; Lightning saves
+``hpc_ckpt_<n>.ckpt`` and requeues the task (``scontrol requeue``), and the requeued task resumes from
+it (:mod:`reproduce.distributed`). Parameters come from the ``launcher:`` section of the run config
+(scale, ablation or ``--set launcher.partition=...``), then from the command-line flags::
+
+    launcher: {partition: gpu, gpus_per_node: 8, nodes: 1, time: "72:00:00", cpus_per_task: 10,
+               mem_gb: 400, account: null, qos: null, constraint: null, array_parallelism: 64,
+               signal_delay_s: 120, setup: ["module load cuda"]}
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Callable
+
+from .config import deep_merge
+from .records import RUNS_DIR, needs_run, read_record, record_path
+
+SLURM_ONLY = ("partition", "account", "qos", "constraint", "array_parallelism", "signal_delay_s", "setup",
+              "exclude", "comment")
+
+
+def parse_minutes(value) -> int:
+    """SLURM time (``minutes``, ``HH:MM:SS``, ``D-HH:MM:SS``, ``MM:SS``) -> whole minutes."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value)
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in text.split(":")]
+    h, m, s = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+    if len(parts) == 2:  # MM:SS
+        h, m, s = 0, parts[0], parts[1]
+    return days * 1440 + h * 60 + m + (1 if s else 0)
+
+
+def launcher_options(cfg: dict, flags: dict | None = None) -> dict:
+    """The ``launcher:`` section of a run config with the command-line flags (not None) on top; GPUs
+    and nodes default to the config's ``trainer.devices`` / ``num_nodes`` on a GPU accelerator."""
+    t = cfg.get("trainer", {})
+    gpu = t.get("accelerator") in ("gpu", "cuda")
+    base = {"gpus_per_node": int(t.get("devices", 1)) if gpu else 0, "nodes": int(t.get("num_nodes", 1)),
+            "time": "24:00:00", "cpus_per_task": int(cfg.get("data", {}).get("num_workers", 0)) + 1,
+            "signal_delay_s": 120}
+    return deep_merge(base, cfg.get("launcher") or {}, {k: v for k, v in (flags or {}).items() if v is not None})
+
+
+def run_overrides(opts: dict) -> list[str]:
+    """``--set`` overrides that make each run use the devices SLURM gives it."""
+    if int(opts["gpus_per_node"]) > 0:
+        return ["trainer.accelerator=gpu", f"trainer.devices={int(opts['gpus_per_node'])}",
+                f"trainer.num_nodes={int(opts['nodes'])}"]
+    return [f"trainer.num_nodes={int(opts['nodes'])}"]
+
+
+def executor_parameters(opts: dict, name: str, cluster: str | None) -> dict:
+    """submitit ``AutoExecutor.update_parameters`` keyword arguments."""
+    gpus = int(opts["gpus_per_node"])
+    params = {"name": name, "timeout_min": parse_minutes(opts["time"]), "nodes": int(opts["nodes"]),
+              "gpus_per_node": gpus, "tasks_per_node": max(1, gpus), "cpus_per_task": int(opts["cpus_per_task"])}
+    if opts.get("mem_gb"):
+        params["mem_gb"] = int(opts["mem_gb"])
+    if cluster in (None, "slurm"):
+        for k in ("partition", "account", "qos", "constraint", "exclude", "comment", "array_parallelism", "setup"):
+            if opts.get(k) is not None:
+                params[f"slurm_{k}"] = opts[k]
+        # Lightning's auto-requeue listens to SIGUSR1 (submitit's default is USR2 with its own requeue)
+        params["slurm_additional_parameters"] = {"signal": f"USR1@{int(opts['signal_delay_s'])}",
+                                                 **(opts.get("additional_parameters") or {})}
+    return params
+
+
+class RunJob:
+    """The job function of one array task (picklable): runs one run unless the record store says it
+    is done or running elsewhere. Every SLURM task of a DDP run calls it; rank 0 decides."""
+
+    def __init__(self, spec: dict, runs_root: str | None):
+        self.spec, self.runs_root = spec, runs_root
+
+    def __call__(self) -> dict:
+        from .distributed import is_launch_rank_zero
+        from .train import run_one
+
+        s = self.spec
+        rec = read_record(record_path(s["ablation"], s["variant"], s["seed"], self.runs_root))
+        if is_launch_rank_zero() and not needs_run(rec) and not _own_slurm_job(rec):
+            return rec  # completed, or running in another job: the record store decides
+        return run_one(ablation=s["ablation"], variant=s["variant"], seed=s["seed"], scale=s["scale"],
+                       cfg=s["config"], paper=s.get("paper", "suite"), runs_root=self.runs_root)
+
+
+def _own_slurm_job(rec: dict | None) -> bool:
+    """A ``running`` record left by an earlier attempt of this very SLURM job (it was requeued)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    tag = str((rec or {}).get("launch") or "")
+    return bool(job) and (rec or {}).get("status") == "running" and tag.startswith(f"slurm:{job}.")
+
+
+def submit_array(specs: list, opts: dict, runs_root: str | Path | None = None, cluster: str | None = None) -> list:
+    """Submit ``specs`` (``RunSpec``) as one submitit job array; returns the submitit jobs.
+    ``cluster``: ``None`` / ``slurm`` (the cluster), or submitit's ``local`` / ``debug`` executors."""
+    import submitit
+
+    if not specs:
+        return []
+    ablation = specs[0].ablation
+    folder = Path(runs_root or RUNS_DIR) / "_submitit" / ablation
+    executor = submitit.AutoExecutor(folder=str(folder) + "/%j", cluster=cluster)
+    executor.update_parameters(**executor_parameters(opts, f"{ablation}", cluster))
+    root = str(runs_root) if runs_root else None
+    with executor.batch():
+        jobs = [executor.submit(RunJob(dict(s.__dict__), root)) for s in specs]
+    return jobs
+
+
+def run_parallel(specs: list, jobs: int, run: Callable, runs_root: str | Path | None = None) -> list[dict]:
+    """Run ``run(spec, env)`` for each spec, ``jobs`` at a time (threads that each wait on a run
+    process); Ctrl-C stops every run (each records itself ``interrupted``) and cancels the rest."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    stop = threading.Event()
+
+    def one(spec):
+        if stop.is_set():
+            return None
+        rec = read_record(record_path(spec.ablation, spec.variant, spec.seed, runs_root))
+        if not needs_run(rec):  # another process took it meanwhile
+            return rec
+        return run(spec, env)
+
+    results = []
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = [pool.submit(one, s) for s in specs]
+    try:
+        for fut in as_completed(futures):
+            rec = fut.result()  # re-raises KeyboardInterrupt of an interrupted run
+            if rec is not None:
+                results.append(rec)
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
