@@ -1,0 +1,139 @@
+"""Launchers: a submitit job array (SLURM's sbatch script with a stand-in ``sbatch``; submitit's
+``debug`` executor for real runs at smoke scale), ``--jobs N`` on one machine, and the record store
+as the only coordination point (completed runs skipped, a requeued job resumes its own run)."""
+import os
+import shutil
+import stat
+import threading
+import time
+
+import pytest
+import yaml
+
+import reproduce.config as config
+from reproduce.ablation import expand, run_ablation
+from reproduce.config import ROOT
+from reproduce.launchers import RunJob, executor_parameters, launcher_options, parse_minutes, run_parallel
+from reproduce.records import read_record, record_path, write_record
+
+LAUNCH_ABLATION = {
+    "title": "launcher test", "paper": "test", "seeds": 1,
+    "common": {"model": {"backbone": "resnet18_fpn", "detector": "retinanet", "backbone_kwargs": {"out_channels": 32}},
+               "data": {"image_size": 64, "train_images": 8, "val_images": 4, "batch_size": 4},
+               "trainer": {"max_epochs": 1, "enable_progress_bar": False}, "logger": {"wandb": False},
+               "measure": {"speed": {"repeats": 1, "warmup": 0}}},
+    "variants": {"good": {"label": "Good"}, "broken": {"label": "Broken", "debug": {"fail_at_step": 0}}},
+    "table": {"metrics": ["AP"], "primary": "AP", "claims": []},
+}
+
+
+@pytest.fixture()
+def launch_configs(tmp_path, monkeypatch):
+    cfg_dir = tmp_path / "configs"
+    shutil.copytree(config.CONFIG_DIR / "scales", cfg_dir / "scales")
+    (cfg_dir / "ablations").mkdir()
+    (cfg_dir / "ablations" / "l_abl.yaml").write_text(yaml.safe_dump(LAUNCH_ABLATION, sort_keys=False))
+    monkeypatch.setattr(config, "CONFIG_DIR", cfg_dir)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    return cfg_dir
+
+
+@pytest.fixture()
+def fake_slurm(tmp_path, monkeypatch):
+    """``sbatch`` that keeps the script it is given and answers like SLURM; ``srun`` to be found."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/sh\ncat "$@" > "$(dirname "$0")/submitted.sh"\n'
+                                    'echo "Submitted batch job 4242"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for f in ("sbatch", "srun"):
+        (bin_dir / f).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+def test_parse_minutes():
+    assert parse_minutes(90) == 90 and parse_minutes("72:00:00") == 4320
+    assert parse_minutes("1-00:30:00") == 1470 and parse_minutes("30") == 30 and parse_minutes("10:30") == 11
+
+
+def test_slurm_array_of_pending_runs(launch_configs, fake_slurm, runs_root):
+    write_record(record_path("l_abl", "good", 1, runs_root), {"status": "completed", "variant": "good", "seed": 1})
+    log = []
+    recs = run_ablation("l_abl", "smoke", seeds=2, launcher="slurm", runs_root=runs_root, log=log.append,
+                        sets=["launcher.mem_gb=64"],
+                        launcher_flags={"partition": "gpu", "gpus_per_node": 4, "nodes": 2, "time": "72:00:00"})
+    assert [r["seed"] for r in recs] == [1]  # the completed run is not submitted again
+    assert sum("submitted as job 4242_" in line for line in log) == 3
+    script = (fake_slurm / "submitted.sh").read_text()
+    for line in ("--array=0-2", "--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=2",
+                 "--time=4320", "--signal=USR1@120", "--mem=64GB"):
+        assert line in script, line
+    pickles = list((runs_root / "_submitit" / "l_abl").rglob("*_submitted.pkl"))
+    assert len(pickles) == 3
+
+
+def test_slurm_options_from_config_then_flags():
+    cfg = {"trainer": {"accelerator": "gpu", "devices": 8, "num_nodes": 1}, "data": {"num_workers": 8},
+           "launcher": {"partition": "a100", "time": 600, "qos": "high"}}
+    opts = launcher_options(cfg, {"partition": "h100", "nodes": None})
+    assert opts["partition"] == "h100" and opts["gpus_per_node"] == 8 and opts["cpus_per_task"] == 9
+    p = executor_parameters(opts, "x", "slurm")
+    assert p["tasks_per_node"] == 8 and p["timeout_min"] == 600 and p["slurm_qos"] == "high"
+    assert "slurm_partition" not in executor_parameters(opts, "x", "local")
+
+
+def test_debug_executor_runs_the_array(launch_configs, runs_root):
+    """submitit's debug executor runs each array task's job function here: one run completes, the
+    broken one is recorded failed, both through the record store."""
+    log = []
+    recs = run_ablation("l_abl", "smoke", seeds=1, launcher="slurm", submitit_cluster="debug", wait=True,
+                        runs_root=runs_root, log=log.append)
+    by = {r["variant"]: r for r in recs}
+    assert by["good"]["status"] == "completed" and by["broken"]["status"] == "failed"
+    assert read_record(record_path("l_abl", "good", 0, runs_root))["metrics"]["AP"] >= 0
+    # everything is done now: a second submission submits nothing
+    again = run_ablation("l_abl", "smoke", seeds=1, launcher="slurm", submitit_cluster="debug", wait=True,
+                         runs_root=runs_root, retry_failed=False, log=log.append)
+    assert {r["status"] for r in again} == {"completed", "failed"} and "submitted" not in log[-1]
+
+
+def test_run_job_skips_others_and_resumes_its_own_requeued_run(launch_configs, runs_root, monkeypatch):
+    spec = dict(expand("l_abl", "smoke", seeds=1, variants=["good"])[0].__dict__)
+    path = record_path("l_abl", "good", 0, runs_root)
+    monkeypatch.setenv("SLURM_JOB_ID", "99")
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    other = {"status": "running", "host": "elsewhere", "pid": 1, "launch": "slurm:12.0:0"}
+    write_record(path, other)
+    assert RunJob(spec, str(runs_root))() == other  # running in another job: left alone
+    called = []
+    monkeypatch.setattr("reproduce.train.run_one", lambda **kw: called.append(kw) or {"status": "completed"})
+    write_record(path, {**other, "launch": "slurm:99.0:0"})  # this job, killed and requeued
+    assert RunJob(spec, str(runs_root))() == {"status": "completed"} and called
+
+
+def test_local_jobs_run_at_once_and_skip_taken_runs(launch_configs, runs_root):
+    specs = expand("l_abl", "smoke", seeds=2)
+    write_record(record_path("l_abl", "broken", 1, runs_root), {"status": "completed", "variant": "broken", "seed": 1})
+    lock, live, peak, envs = threading.Lock(), [0], [0], []
+
+    def fake_run(spec, env):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        envs.append(env.get("OMP_NUM_THREADS"))
+        time.sleep(0.3)
+        with lock:
+            live[0] -= 1
+        return {"variant": spec.variant, "seed": spec.seed, "status": "completed"}
+
+    recs = run_parallel(specs, 2, fake_run, runs_root)
+    assert peak[0] == 2 and len(recs) == 4 and len(envs) == 3  # the completed run was not started
+    assert all(e is not None for e in envs)
+
+
+@pytest.mark.slow
+def test_local_jobs_two_real_runs(launch_configs, runs_root):
+    recs = run_ablation("l_abl", "smoke", seeds=1, jobs=2, runs_root=runs_root, log=lambda *a: None)
+    assert sorted(r["status"] for r in recs) == ["completed", "failed"]
