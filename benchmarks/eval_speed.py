@@ -2,14 +2,18 @@
 pycocotools backend, on the same predictions over N synthetic images (default 500).
 
 Checks that both give the same AP (to 1e-4) and reports the median wall time of ``update`` +
-``compute`` for each and the speed ratio. Writes ``reports/eval_speed.md``.
+``compute`` for each and the speed ratio. Writes ``reports/eval_speed.md`` (``--out``), and with
+``--benchmarks`` the section of ``reports/benchmarks.md`` (``reports/benchmarks/eval_speed.json``).
 
     python benchmarks/eval_speed.py --images 500 --repeats 3
+    python benchmarks/eval_speed.py --images 5000 --repeats 3 --out "" --benchmarks
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sys
 import statistics
 import tempfile
 import time
@@ -19,10 +23,15 @@ import numpy as np
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
-from lightning_modules.detection import METRIC_KEYS, metric_targets
-from reproduce.data.coco import CocoDetection
-from reproduce.data.synth import synth_detection
-from reproduce.testing import noisy_predictions
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._results import command_line, save  # noqa: E402
+from lightning_modules.detection import METRIC_KEYS, metric_targets  # noqa: E402
+from reproduce.data.coco import CocoDetection  # noqa: E402
+from reproduce.data.synth import synth_detection  # noqa: E402
+from reproduce.testing import noisy_predictions  # noqa: E402
 
 
 def evaluate(backend: str, preds, targets) -> tuple[dict, float]:
@@ -38,7 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default="reports/eval_speed.md")
+    ap.add_argument("--out", default="reports/eval_speed.md", help='markdown report ("" for none)')
+    ap.add_argument("--benchmarks", action="store_true", help="also write the reports/benchmarks.md section")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         ann = synth_detection(tmp, "val", images=args.images, size=args.size, seed=123)
@@ -75,8 +85,20 @@ def main(argv=None) -> int:
                      + f" | {times[b]:.2f} |")
     lines += ["", f"- Largest metric difference: {max(diffs.values()):.2e} ({'same to 1e-4' if same else 'DIFFERENT'}).",
               f"- Speed ratio pycocotools / faster_coco_eval: **{ratio:.2f}x**."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    if args.benchmarks:
+        from reproduce.train_speed import environment
+
+        rows = [{"backend": b, **{k: f"{results[b][k]:.4f}" for k in ("AP", "AP50", "APs", "APl")},
+                 "time (s)": f"{times[b]:.2f}"} for b in ("faster_coco_eval", "pycocotools")]
+        save("eval_speed", {
+            "title": f"COCO evaluation speed at {args.images} images: faster_coco_eval vs pycocotools",
+            "command": command_line(), "environment": environment(), "columns": list(rows[0]), "rows": rows,
+            "intro": [lines[4]],
+            "notes": [lines[-2][2:], lines[-1][2:], f"Load average at the end: "
+                      f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}."]})
     print("\n".join(lines))
     return 0 if same else 1
 

@@ -1,0 +1,75 @@
+"""CPU training-step time at the ``cpu`` scale for every variant of every ablation.
+
+Each variant's detector is built from its resolved ``cpu``-scale config (as ``reproduce run`` would,
+without running its ``prepare`` steps: pretrained weights are not loaded, and NATS's searched
+dilations / SpineNet's searched connections are whatever the config holds without the search's
+override; step time does not depend on weights) and trained in a plain loop (SGD) on random images
+with 4 random boxes each, at the scale's image size and batch. The median of ``--steps`` steps after
+one warm-up step is reported, with params and multiply-adds::
+
+    OMP_NUM_THREADS=1 python benchmarks/cpu_step_time.py --steps 3
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from benchmarks._results import command_line, save  # noqa: E402
+from reproduce.ablation import expand  # noqa: E402
+from reproduce.config import list_ablations  # noqa: E402
+from reproduce.dry_run import _num_classes, build_detector  # noqa: E402
+from reproduce.measure import count_params, detector_macs  # noqa: E402
+from reproduce.train_speed import environment, random_batch, train_steps  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", default="cpu")
+    ap.add_argument("--ablations", nargs="*", help="default: all")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    env = environment()
+    rows = []
+    for name in args.ablations or list_ablations():
+        for spec in expand(name, args.scale, seeds=1):
+            cfg = spec.config
+            size, batch = int(cfg["data"]["image_size"]), int(cfg["data"]["batch_size"])
+            torch.manual_seed(0)
+            det, _ = build_detector(cfg)
+            macs = detector_macs(det, size)
+            data = random_batch(batch, size, _num_classes(cfg["data"]))
+            r = train_steps(det, tuple(data), steps=args.steps, warmup=1)
+            m = cfg["model"]
+            rows.append({"ablation": name, "variant": spec.variant,
+                         "model": f"{m['detector']} / {m.get('backbone', '(own)')}",
+                         "prepare": ", ".join(p.get("kind", "?") for p in cfg.get("prepare") or []) or "-",
+                         "params (M)": f"{count_params(det) / 1e6:.2f}", "GMACs": f"{macs / 1e9:.3f}",
+                         "size": size, "batch": batch, "median step (s)": f"{r['step_s_median']:.3f}",
+                         "images/s": f"{batch / r['step_s_median']:.1f}"})
+            print(" | ".join(str(v) for v in rows[-1].values()), flush=True)
+    out = {"title": f"CPU training-step time at the `{args.scale}` scale, every ablation variant",
+           "command": command_line(), "environment": env,
+           "intro": [f"Plain loop (SGD), random images with 4 boxes each at the scale's image size and batch, median of "
+                     f"{args.steps} steps after 1 warm-up step, {args.threads} thread(s). GMACs: one forward pass, "
+                     f"multiply-adds (backbone + head). `prepare` steps (pretraining, searches) are not run: no "
+                     f"pretrained weights and no searched overrides."],
+           "columns": list(rows[0]), "rows": rows,
+           "notes": [f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}."]}
+    if not args.no_save:
+        save("cpu_step_time", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
