@@ -122,6 +122,14 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
                 results.append(rec)
         return results
 
+    if not isolate:
+        from .train import _world
+
+        multi = [s.variant for s in pending if _world(s.config.get("trainer", {})) > 1]
+        if multi:
+            raise ValueError(f"{multi}: a multi-device (DDP) run needs its own process, whose command line "
+                             "Lightning re-runs for the other ranks; drop --in-process")
+
     def one(spec: RunSpec, env: dict | None = None) -> dict:
         log(f"{tags[id(spec)]}: running")
         try:
