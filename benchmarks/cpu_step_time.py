@@ -1,9 +1,11 @@
 """CPU training-step time at the ``cpu`` scale for every variant of every ablation.
 
 Each variant's detector is built from its resolved ``cpu``-scale config (as ``reproduce run`` would,
-without running its ``prepare`` steps: pretrained weights are not loaded, and NATS's searched
-dilations / SpineNet's searched connections are whatever the config holds without the search's
-override; step time does not depend on weights) and trained in a plain loop (SGD) on random images
+without running its ``prepare`` steps: pretrained weights are not loaded (step time does not depend
+on them); a NATS ``*_nats`` row trains the hand-set dilation pattern 1,1,2,3 over the config's groups
+in place of the searched one (same params and FLOPs, see :func:`reproduce.dry_run.build_detector`);
+the searched SpineNet orders use their registered backbones, ``r0_sp53_hourglass`` / ``_fish``)
+and trained in a plain loop (SGD) on random images
 with 4 random boxes each, at the scale's image size and batch. The median of ``--steps`` steps after
 one warm-up step is reported, with params and multiply-adds::
 
@@ -65,7 +67,10 @@ def main(argv=None) -> int:
                      f"multiply-adds (backbone + head). `prepare` steps (pretraining, searches) are not run: no "
                      f"pretrained weights and no searched overrides."],
            "columns": list(rows[0]), "rows": rows,
-           "notes": [f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}."]}
+           "notes": ["NATS `*_nats` rows: the searched dilations are stood in by the hand-set pattern 1,1,2,3 over "
+                     "the row's channel groups (same params and FLOPs as any derived network; dilated convs, so the "
+                     "step time differs from the original's only through the dilations).",
+                     f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}."]}
     if not args.no_save:
         save("cpu_step_time", out)
     return 0

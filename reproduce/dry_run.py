@@ -72,8 +72,14 @@ def build_detector(cfg: dict, device="cpu"):
 
     model = copy.deepcopy(cfg["model"])
     notes = []
-    if (model.get("backbone_kwargs") or {}).pop("weights", None):
+    bb_kw = model.get("backbone_kwargs") or {}
+    if bb_kw.pop("weights", None):
         notes.append("pretrained weights not loaded")
+    nats_groups = None
+    if bb_kw.get("search"):  # NATS: the run trains the derived network that its search step finds
+        bb_kw["search"], nats_groups = False, bb_kw.get("groups")
+        notes.append(f"NATS derived network stood in by the hand-set dilation pattern 1,1,2,3 over "
+                     f"{nats_groups or 'the default'} groups (same params and FLOPs; the search is not run)")
     model = {"image_size": int(cfg["data"]["image_size"]), **model}
     name, n = model.pop("detector"), _num_classes(cfg["data"])
     try:
@@ -81,6 +87,10 @@ def build_detector(cfg: dict, device="cpu"):
             det = create_detector(name, num_classes=n, **copy.deepcopy(model))
     except (RuntimeError, NotImplementedError):  # a builder that computes on tensors: build on the CPU
         det = create_detector(name, num_classes=n, **model)
+    if notes and notes[-1].startswith("NATS"):
+        from .models.nats import DEFAULT_GROUPS, apply_arch, pattern_arch
+
+        apply_arch(det.backbone, pattern_arch(det.backbone, nats_groups or DEFAULT_GROUPS))
     return det, notes
 
 
