@@ -51,3 +51,22 @@ def test_classification_mode(tmp_path):
     assert len(lab["images"]) == 50
     assert all((tmp_path / "train" / r["file_name"]).is_file() for r in lab["images"])
     assert len({r["category_id"] for r in lab["images"]}) > 10
+
+
+def test_flat_background_diagnostic(tmp_path):
+    """background="flat": a uniform grey background (the textured default has almost no such pixel);
+    an unknown value is an error."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    def grey_fraction(background):
+        out = tmp_path / background
+        ann = json.loads(synth_detection(out, "val", images=4, size=64, seed=3, background=background).read_text())
+        px = np.stack([np.asarray(Image.open(out / "val" / im["file_name"])) for im in ann["images"]])
+        return float((px == 128).all(-1).mean())
+
+    assert grey_fraction("flat") > 0.3
+    assert grey_fraction("textured") < 0.01
+    with pytest.raises(ValueError, match="background"):
+        synth_detection(tmp_path / "bad", "val", images=1, size=64, background="stripes")

@@ -13,7 +13,8 @@ Config keys (``data:`` section of a run config):
   multiple of the world size by repeating images (a warning says so), so the synchronized AP is
   exact when the val set divides by the world size (COCO val2017: 5000 images).
 - synthetic only: ``train_images``, ``val_images``, ``seed`` (the data set's seed; the run seed only
-  changes the model init and the sampling order), ``max_objects``, ``clutter``.
+  changes the model init and the sampling order), ``max_objects``, ``clutter``, ``min_area``, ``tiers``,
+  ``background`` (``textured``, the default, or ``flat``: a diagnostic, see reproduce/data/synth.py).
 """
 from __future__ import annotations
 
@@ -41,8 +42,11 @@ def synthetic_root(cfg: dict) -> Path:
     """Generate (once) and return the synthetic detection set described by ``cfg``; safe when several
     processes ask at once (see :func:`reproduce.data.synth.cached_dataset`)."""
     spec = {k: cfg.get(k, SYNTH_DEFAULTS.get(k)) for k in SYNTH_KEYS}
+    background = cfg.get("background", "textured")
+    if background != "textured":  # only a non-default value joins the spec: existing sets keep their hash
+        spec["background"] = background
     common = dict(size=spec["image_size"], max_objects=spec["max_objects"], clutter=spec["clutter"],
-                  min_area=spec["min_area"], tiers=tuple(spec["tiers"]))
+                  min_area=spec["min_area"], tiers=tuple(spec["tiers"]), background=background)
 
     def build(tmp: Path) -> None:
         synth_detection(tmp, "train", images=spec["train_images"], seed=spec["seed"], **common)

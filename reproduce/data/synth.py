@@ -146,8 +146,13 @@ def _object_side(rng: np.random.Generator, size: int, kind: str, tiers: tuple[fl
     return math.sqrt(area / ff)
 
 
-def _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_area):
-    img = _background(rng, size, clutter)
+def _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_area, background="textured"):
+    if background == "flat":  # diagnostic: uniform grey, no texture and no distractors
+        img = Image.new("RGB", (size, size), (128, 128, 128))
+    elif background == "textured":
+        img = _background(rng, size, clutter)
+    else:
+        raise ValueError(f"background {background!r}: valid are 'textured', 'flat'")
     draw = ImageDraw.Draw(img)
     ids = np.zeros((size, size), np.int16)  # visible object index + 1 per pixel
     objects = []
@@ -214,12 +219,15 @@ def _atomic_json(path: Path, obj) -> None:
 
 def synth_detection(out: str | os.PathLike, split: str = "train", images: int = 100, size: int = 128,
                     seed: int = 0, max_objects: int = 6, min_visible: float = 0.5, clutter: int = 12,
-                    tiers: tuple[float, float, float] = (0.45, 0.4, 0.15), min_area: float = 64.0) -> Path:
+                    tiers: tuple[float, float, float] = (0.45, 0.4, 0.15), min_area: float = 64.0,
+                    background: str = "textured") -> Path:
     """Write ``images`` detection images under ``out/<split>/`` and ``out/annotations/instances_<split>.json``.
 
     Returns the annotation file path. Deterministic for a given ``seed`` (train and val should use
     different seeds). ``min_area`` is the smallest object area in px (COCO's small range starts at 0;
-    the default 64 px keeps the smallest objects about 8-14 px across).
+    the default 64 px keeps the smallest objects about 8-14 px across). ``background="flat"`` replaces
+    the textured, cluttered background by uniform grey: a diagnostic that separates how hard the
+    clutter makes the task from how fast a detector learns at all (benchmarks/calibration_probe.py).
     """
     out = Path(out)
     (out / split).mkdir(parents=True, exist_ok=True)
@@ -231,7 +239,7 @@ def synth_detection(out: str | os.PathLike, split: str = "train", images: int = 
             "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CATEGORIES)]}
     ann_id = 1
     for i in range(images):
-        img, anns = _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_area)
+        img, anns = _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_area, background)
         name = f"{i:06d}.png"
         img.save(out / split / name)
         coco["images"].append({"id": i + 1, "file_name": name, "width": size, "height": size})

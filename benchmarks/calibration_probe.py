@@ -1,0 +1,138 @@
+"""Calibration probe: val AP of a detector against training steps, for calibrating the ``cpu`` scale.
+
+The foundation issue asks for a ``cpu`` scale at which the baseline RetinaNet reaches a val AP of
+0.30-0.85 within 5 minutes on 2 cores. This script measures the learning curve that decides it: it
+trains one detector on a synthetic set in a plain loop (the optimizer and schedule of
+:mod:`lightning_modules.optim`, the suite's data, models and COCO metric) and evaluates every
+``--every`` steps: COCO AP / AP50 / APs / APm / APl and a class-agnostic AP (every label set to one
+class: localisation alone, without the classification of the shape). ``--trainset-eval`` evaluates
+on training images instead of the val set (under- versus over-fitting).
+
+Results go to ``reports/benchmarks/calibration_<tag>.json`` and ``reports/benchmarks.md``::
+
+    python benchmarks/calibration_probe.py --tag retinanet_cpu --steps 3000 --every 500
+    python benchmarks/calibration_probe.py --tag retinanet_flat --steps 400 --every 100 \\
+        --data '{"background": "flat", "clutter": 0, "min_area": 400, "tiers": [0.1, 0.5, 0.4], "max_objects": 4}'
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks._results import command_line, save  # noqa: E402
+from lightning_modules.detection import make_map_metric, metric_targets  # noqa: E402
+from lightning_modules.optim import lr_lambda, param_groups  # noqa: E402
+from reproduce.config import load_ablation, resolve_run_config  # noqa: E402
+from reproduce.data import DetectionDataModule  # noqa: E402
+from reproduce.models import create_detector  # noqa: E402
+from reproduce.train_speed import environment  # noqa: E402
+
+
+def evaluate(model, batches) -> dict:
+    model.eval()
+    met, agn = make_map_metric(), make_map_metric()
+    with torch.no_grad():
+        for imgs, tg in batches:
+            preds = [{k: p[k] for k in ("boxes", "scores", "labels")} for p in model(list(imgs))]
+            targets = metric_targets(tg)
+            met.update(preds, targets)
+            agn.update([{**p, "labels": torch.zeros_like(p["labels"])} for p in preds],
+                       [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets])
+    r, a = met.compute(), agn.compute()
+    out = {k: round(float(r[m]), 4) for k, m in (("AP", "map"), ("AP50", "map_50"), ("APs", "map_small"),
+                                                   ("APm", "map_medium"), ("APl", "map_large"))}
+    out["agnostic AP"] = round(float(a["map"]), 4)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tag", required=True, help="names the result file reports/benchmarks/calibration_<tag>.json")
+    ap.add_argument("--ablation", default="baseline_detectors")
+    ap.add_argument("--variant", default="retinanet")
+    ap.add_argument("--scale", default="cpu")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--every", type=int, default=150)
+    ap.add_argument("--data", default="{}", help="JSON overrides of the run config's data section")
+    ap.add_argument("--lr", type=float, help="override optimizer.lr")
+    ap.add_argument("--trunk-weights", help="local trunk state dict loaded into backbone.trunk (no fc.*)")
+    ap.add_argument("--trainset-eval", action="store_true", help="evaluate on 200 training images")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pl.seed_everything(args.seed)
+
+    cfg = resolve_run_config(load_ablation(args.ablation), args.variant, args.scale)
+    data = {**cfg["data"], **json.loads(args.data), "num_workers": 0}
+    opt_cfg = dict(cfg["optimizer"])
+    if args.lr:
+        opt_cfg["lr"] = args.lr
+    dm = DetectionDataModule(data, seed=args.seed)
+    dm.setup()
+    model_cfg = dict(cfg["model"])
+    model = create_detector(model_cfg.pop("detector"), model_cfg.pop("backbone"), num_classes=dm.num_classes,
+                            image_size=data["image_size"], **model_cfg)
+    if args.trunk_weights:
+        sd = {k: v for k, v in torch.load(args.trunk_weights, map_location="cpu").items() if not k.startswith("fc.")}
+        model.backbone.trunk.load_state_dict(sd)
+    steps_per_epoch = len(dm.train_dataloader())
+    opt = torch.optim.AdamW(param_groups(model, opt_cfg.get("weight_decay", 0.0)), lr=opt_cfg["lr"]) \
+        if opt_cfg["name"] == "adamw" else torch.optim.SGD(param_groups(model, opt_cfg.get("weight_decay", 0.0)),
+                                                            lr=opt_cfg["lr"], momentum=opt_cfg.get("momentum", 0.9))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(opt_cfg, args.steps, steps_per_epoch))
+    batches = itertools.cycle(dm.train_dataloader())
+    if args.trainset_eval:
+        eval_set = list(itertools.islice(iter(dm.train_dataloader()), max(1, 200 // data["batch_size"])))
+    else:
+        eval_set = list(dm.val_dataloader())
+
+    rows, t0, train_s = [], time.perf_counter(), 0.0
+    for step in range(1, args.steps + 1):
+        ts = time.perf_counter()
+        model.train()
+        imgs, tg = next(batches)
+        losses = model(list(imgs), [{"boxes": t["boxes"], "labels": t["labels"]} for t in tg])
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step}: { {k: v.item() for k, v in losses.items()} }")
+        opt.zero_grad()
+        loss.backward()
+        if cfg["trainer"].get("gradient_clip_val"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["trainer"]["gradient_clip_val"])
+        opt.step()
+        sched.step()
+        train_s += time.perf_counter() - ts
+        if step % args.every == 0 or step == args.steps:
+            row = {"step": step, "images seen": step * data["batch_size"], "train s": round(train_s, 1),
+                   **{f"loss {k}": round(v.item(), 3) for k, v in losses.items()}, **evaluate(model, eval_set)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    cols = list(rows[0].keys())
+    settings = {"ablation": args.ablation, "variant": args.variant, "scale": args.scale, "model": cfg["model"],
+                "data": data, "optimizer": opt_cfg, "schedule steps": args.steps, "seed": args.seed,
+                "trunk weights": args.trunk_weights, "eval": "train images" if args.trainset_eval else "val set"}
+    save(f"calibration_{args.tag}", {
+        "title": f"Calibration probe `{args.tag}`: {args.variant} AP against training steps",
+        "command": command_line(), "environment": environment(),
+        "intro": [f"Settings: `{json.dumps(settings, default=str)}`.",
+                  f"Wall time {time.perf_counter() - t0:.0f} s in all ('train s' is the training steps alone). "
+                  "AP is COCO AP@[.5:.95] on the synthetic val set; 'agnostic AP' scores every box as one class."],
+        "columns": cols, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
