@@ -98,6 +98,20 @@ def main(argv=None) -> int:
     else:
         eval_set = list(dm.val_dataloader())
 
+    settings = {"ablation": args.ablation, "variant": args.variant, "scale": args.scale, "model": cfg["model"],
+                "data": data, "optimizer": opt_cfg, "schedule steps": args.steps, "seed": args.seed,
+                "trunk weights": args.trunk_weights, "eval": "train images" if args.trainset_eval else "val set"}
+
+    def write(rows: list, done: bool) -> None:  # after every evaluation: a cut-off probe keeps its rows
+        save(f"calibration_{args.tag}", {
+            "title": f"Calibration probe `{args.tag}`: {args.variant} AP against training steps",
+            "command": command_line(), "environment": environment(),
+            "intro": [f"Settings: `{json.dumps(settings, default=str)}`.",
+                      f"Wall time {time.perf_counter() - t0:.0f} s in all ('train s' is the training steps alone)"
+                      + ("" if done else f"; **incomplete**: stopped before step {args.steps}") + ". AP is COCO "
+                      "AP@[.5:.95] on the synthetic val set; 'agnostic AP' scores every box as one class."],
+            "columns": list(rows[0].keys()), "rows": rows})
+
     rows, t0, train_s = [], time.perf_counter(), 0.0
     for step in range(1, args.steps + 1):
         ts = time.perf_counter()
@@ -119,18 +133,8 @@ def main(argv=None) -> int:
                    **{f"loss {k}": round(v.item(), 3) for k, v in losses.items()}, **evaluate(model, eval_set)}
             rows.append(row)
             print(json.dumps(row), flush=True)
+            write(rows, done=step == args.steps)
 
-    cols = list(rows[0].keys())
-    settings = {"ablation": args.ablation, "variant": args.variant, "scale": args.scale, "model": cfg["model"],
-                "data": data, "optimizer": opt_cfg, "schedule steps": args.steps, "seed": args.seed,
-                "trunk weights": args.trunk_weights, "eval": "train images" if args.trainset_eval else "val set"}
-    save(f"calibration_{args.tag}", {
-        "title": f"Calibration probe `{args.tag}`: {args.variant} AP against training steps",
-        "command": command_line(), "environment": environment(),
-        "intro": [f"Settings: `{json.dumps(settings, default=str)}`.",
-                  f"Wall time {time.perf_counter() - t0:.0f} s in all ('train s' is the training steps alone). "
-                  "AP is COCO AP@[.5:.95] on the synthetic val set; 'agnostic AP' scores every box as one class."],
-        "columns": cols, "rows": rows})
     return 0
 
 
