@@ -6,6 +6,10 @@ Used by ``reproduce run ... --dry-run`` (device-hours from a measured step time)
 dict summed, backward, an SGD step, under autocast when ``precision`` is ``bf16-mixed`` / ``16-mixed``
 (with a gradient scaler for fp16). FLOPs of a step are counted with ``torch.utils.flop_counter``
 (forward and backward; convolutions and matmuls, as everywhere in the suite).
+
+Times are wall-clock and, beside them, the process's CPU time (``time.process_time``): on a CPU shared
+with other jobs, wall time measures the contention, while the CPU time of a single-threaded run with
+in-process data loading is what the step costs (it equals the wall time on an idle core).
 """
 from __future__ import annotations
 
@@ -60,16 +64,16 @@ def train_steps(detector: nn.Module, batches: Iterable, *, steps: int, warmup: i
     opt = torch.optim.SGD([p for p in detector.parameters() if p.requires_grad], lr=lr, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     it = _cycle(batches)
-    times, n_images = [], 0
+    times, cpu_times, n_images = [], [], 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
-    t_start = None
+    t_start = c_start = None
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
-            t_start = time.perf_counter()
-        t0 = time.perf_counter()
+            t_start, c_start = time.perf_counter(), time.process_time()
+        t0, c0 = time.perf_counter(), time.process_time()
         images, targets = next(it)
         images = [x.to(device, non_blocking=True) for x in images]
         targets = [{k: t[k].to(device, non_blocking=True) for k in ("boxes", "labels")} for t in targets]
@@ -82,11 +86,13 @@ def train_steps(detector: nn.Module, batches: Iterable, *, steps: int, warmup: i
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
             n_images += len(images)
-    total = time.perf_counter() - t_start
+    total, cpu_total = time.perf_counter() - t_start, time.process_time() - c_start
     out = {"step_s_median": statistics.median(times), "step_s": times, "images": n_images, "seconds": total,
-           "images_per_s": n_images / total, "loss": float(loss.detach()), "device": device_name(device),
-           "precision": precision}
+           "images_per_s": n_images / total, "cpu_step_s_median": statistics.median(cpu_times),
+           "cpu_step_s": cpu_times, "images_per_cpu_s": n_images / cpu_total, "loss": float(loss.detach()),
+           "device": device_name(device), "precision": precision}
     out["peak_memory_mb"] = peak_memory_mb(device)
     return out
 
