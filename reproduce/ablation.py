@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .config import apply_sets, load_ablation, resolve_run_config
 from .models.registry import UnknownNameError
-from .records import needs_run, read_record, record_path, update_record
+from .records import RecordConflictError, needs_run, read_record, record_path, update_record
 
 
 @dataclass
@@ -93,7 +93,15 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
     specs = expand(name, scale, seeds, variants, sets)
     results, pending, tags = [], [], {}
     for i, spec in enumerate(specs, 1):
-        rec = read_record(record_path(spec.ablation, spec.variant, spec.seed, runs_root))
+        path = record_path(spec.ablation, spec.variant, spec.seed, runs_root)
+        rec = read_record(path)
+        if rec is not None and rec.get("scale", scale) != scale:
+            if dry_run:  # describe the run as the other scale's store would see it: pending
+                log(f"note: {path} holds a {rec['scale']!r}-scale record; a {scale!r} run needs its own --runs-root")
+                pending.append(spec)
+                continue
+            raise RecordConflictError(f"{path} holds a {rec['scale']!r}-scale record, not {scale!r}: one record store per "
+                             f"scale; give this scale its own with --runs-root runs_{scale} (or REPRODUCE_RUNS)")
         tags[id(spec)] = f"[{i}/{len(specs)}] {spec.ablation}/{spec.variant}/seed{spec.seed} ({scale})"
         if not needs_run(rec, retry_failed):
             log(f"{tags[id(spec)]}: {rec['status']}, skipped")

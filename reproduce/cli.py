@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .models.registry import UnknownNameError
+from .records import RecordConflictError
 
 
 def cmd_list(args) -> int:
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except UnknownNameError as e:
+    except (UnknownNameError, RecordConflictError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -79,7 +79,7 @@ def build_detector(cfg: dict, device="cpu"):
     if bb_kw.get("search"):  # NATS: the run trains the derived network that its search step finds
         bb_kw["search"], nats_groups = False, bb_kw.get("groups")
         notes.append(f"NATS derived network stood in by the hand-set dilation pattern 1,1,2,3 over "
-                     f"{nats_groups or 'the default'} groups (same params and FLOPs; the search is not run)")
+                     f"{nats_groups or 'the default'} groups (same parameter count and FLOPs; the search is not run)")
     model = {"image_size": int(cfg["data"]["image_size"]), **model}
     name, n = model.pop("detector"), _num_classes(cfg["data"])
     try:

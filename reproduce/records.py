@@ -25,6 +25,10 @@ def run_dir(ablation: str, variant: str, seed: int, root: str | Path | None = No
     return Path(root or RUNS_DIR) / ablation / variant / f"seed{seed}"
 
 
+class RecordConflictError(ValueError):
+    """A stored record belongs to another run (e.g. another scale): the store is left as it is."""
+
+
 def record_path(ablation: str, variant: str, seed: int, root: str | Path | None = None) -> Path:
     return run_dir(ablation, variant, seed, root) / "record.json"
 

@@ -129,3 +129,13 @@ def test_ctrl_c_during_fit_is_recorded_interrupted_then_resumes(test_configs, ru
     rec = read_record(record_path("t_abl", "good", 0, runs_root))
     assert rec["status"] == "interrupted" and "Ctrl-C" in rec["error"]
     assert needs_run(rec)
+
+
+def test_record_of_another_scale_is_an_error_and_kept(test_configs, runs_root):
+    """A completed cpu-scale record is not taken for a paper-scale run: a clear error, the record untouched."""
+    path = record_path("t_abl", "good", 0, runs_root)
+    write_record(path, {"status": "completed", "scale": "cpu", "metrics": {"AP": 0.1}})
+    with pytest.raises(ValueError, match="'cpu'-scale record, not 'smoke'.*--runs-root"):
+        run_ablation("t_abl", "smoke", seeds=1, variants=["good"], isolate=False, runs_root=runs_root,
+                     log=lambda *a: None)
+    assert read_record(path)["metrics"] == {"AP": 0.1}
