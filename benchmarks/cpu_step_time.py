@@ -65,8 +65,9 @@ def main(argv=None) -> int:
            "command": command_line(), "environment": env,
            "intro": [f"Plain loop (SGD), random images with 4 boxes each at the scale's image size and batch, median of "
                      f"{args.steps} steps after 1 warm-up step, {args.threads} thread(s). The step cost is the process's "
-                     f"CPU time (`time.process_time`), which on a shared, loaded CPU is what an idle core's wall time "
-                     f"would be; the wall time beside it includes waiting for the other jobs. GMACs: one forward pass, "
+                     f"CPU time (`time.process_time`, summed over the threads: about threads x the wall time of an idle "
+                     f"machine), not biased by other jobs on a shared CPU; the wall time beside it includes any "
+                     f"waiting. GMACs: one forward pass, "
                      f"multiply-adds (backbone + head). `prepare` steps (pretraining, searches) are not run: no "
                      f"pretrained weights and no searched overrides."],
            "columns": list(rows[0]), "rows": rows,

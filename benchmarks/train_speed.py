@@ -238,9 +238,9 @@ def main(argv=None) -> int:
     if on_cpu:
         notes.append("No GPU was lent for this run: these are CPU figures at a small resolution; the acceptance "
                      "comparison (640 px, AMP, one GPU) is still to be measured with the second example command.")
-        notes.append("The machine was shared with other training jobs: throughput and MFU use the process's CPU "
-                     "time (`time.process_time`; one thread, data loading in-process), which is what an idle core's "
-                     "wall time would be; the wall-clock columns include waiting for the other jobs.")
+        notes.append(f"On a CPU, throughput and MFU use the process's CPU time (`time.process_time`, summed over "
+                     f"{args.threads} thread(s), data loading in-process), so a machine shared with other jobs (see the "
+                     "load average above) does not bias them; the wall-clock columns include any waiting.")
     cols = list(rows[0])
     intro = [f"{args.size} px, batch {args.batch}, {args.precision}, {args.steps} timed steps after {args.warmup} "
              f"warm-up step(s), {args.workers} loader worker(s), synthetic COCO-format data (the suite's generator), "
