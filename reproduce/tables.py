@@ -43,8 +43,9 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
 def _fmt(mean: float, std: float, n: int, scale: float = 100.0, digits: int = 1) -> str:
     if math.isnan(mean):
         return "–"
-    s = f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
-    return s + f" (n={n})"
+    if n < 2:  # one seed has no spread: print no std rather than a misleading 0.0
+        return f"{mean * scale:.{digits}f} (n={n})"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f} (n={n})"
 
 
 def _tag_marker(tag: str | None) -> str:

@@ -139,3 +139,11 @@ def test_record_of_another_scale_is_an_error_and_kept(test_configs, runs_root):
         run_ablation("t_abl", "smoke", seeds=1, variants=["good"], isolate=False, runs_root=runs_root,
                      log=lambda *a: None)
     assert read_record(path)["metrics"] == {"AP": 0.1}
+
+
+def test_table_cell_shows_std_only_with_two_or_more_seeds():
+    from reproduce.tables import _fmt
+
+    assert _fmt(0.109, 0.0, 1) == "10.9 (n=1)"
+    assert _fmt(0.02, 0.001, 3) == "2.0 ± 0.1 (n=3)"
+    assert _fmt(float("nan"), float("nan"), 0) == "–"
