@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=150)
     ap.add_argument("--data", default="{}", help="JSON overrides of the run config's data section")
+    ap.add_argument("--model", default="{}", help="JSON overrides of the run config's model section")
     ap.add_argument("--lr", type=float, help="override optimizer.lr")
     ap.add_argument("--trunk-weights", help="local trunk state dict loaded into backbone.trunk (no fc.*)")
     ap.add_argument("--trainset-eval", action="store_true", help="evaluate on 200 training images")
@@ -81,7 +82,8 @@ def main(argv=None) -> int:
         opt_cfg["lr"] = args.lr
     dm = DetectionDataModule(data, seed=args.seed)
     dm.setup()
-    model_cfg = dict(cfg["model"])
+    model_cfg_all = {**cfg["model"], **json.loads(args.model)}
+    model_cfg = dict(model_cfg_all)
     model = create_detector(model_cfg.pop("detector"), model_cfg.pop("backbone"), num_classes=dm.num_classes,
                             image_size=data["image_size"], **model_cfg)
     if args.trunk_weights:
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
     else:
         eval_set = list(dm.val_dataloader())
 
-    settings = {"ablation": args.ablation, "variant": args.variant, "scale": args.scale, "model": cfg["model"],
+    settings = {"ablation": args.ablation, "variant": args.variant, "scale": args.scale, "model": model_cfg_all,
                 "data": data, "optimizer": opt_cfg, "schedule steps": args.steps, "seed": args.seed,
                 "trunk weights": args.trunk_weights, "eval": "train images" if args.trainset_eval else "val set"}
 

@@ -70,3 +70,26 @@ def test_flat_background_diagnostic(tmp_path):
     assert grey_fraction("textured") < 0.01
     with pytest.raises(ValueError, match="background"):
         synth_detection(tmp_path / "bad", "val", images=1, size=64, background="stripes")
+
+
+def test_rotation_and_visibility_options(tmp_path):
+    """max_rotation bounds each shape's angle; it and min_visible join the cache key only when set,
+    so the default sets keep their folder."""
+    import math
+
+    import numpy as np
+
+    from reproduce.data.datamodule import synthetic_root
+    from reproduce.data.synth import _angle
+
+    rng = np.random.default_rng(0)
+    angles = [_angle(rng, "square", 15.0) for _ in range(200)]
+    assert max(abs(a) for a in angles) <= math.radians(15.0) and _angle(rng, "circle", 15.0) == 0.0
+    base = {"root": str(tmp_path), "image_size": 32, "train_images": 2, "val_images": 1}
+    default = synthetic_root(base)
+    assert synthetic_root({**base, "min_visible": 0.5}) == default
+    rotated = synthetic_root({**base, "max_rotation": 15})
+    visible = synthetic_root({**base, "min_visible": 0.8})
+    assert len({default, rotated, visible}) == 3
+    info = json.loads((rotated / "annotations" / "instances_train.json").read_text())["info"]
+    assert info["max_rotation"] == 15.0

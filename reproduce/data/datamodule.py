@@ -14,7 +14,9 @@ Config keys (``data:`` section of a run config):
   exact when the val set divides by the world size (COCO val2017: 5000 images).
 - synthetic only: ``train_images``, ``val_images``, ``seed`` (the data set's seed; the run seed only
   changes the model init and the sampling order), ``max_objects``, ``clutter``, ``min_area``, ``tiers``,
-  ``background`` (``textured``, the default, or ``flat``: a diagnostic, see reproduce/data/synth.py).
+  ``background`` (``textured``, the default, or ``flat``: a diagnostic, see reproduce/data/synth.py),
+  ``max_rotation`` (degrees; default: any rotation), ``min_visible`` (the visible fraction below which
+  an occluded object is dropped; default 0.5).
 """
 from __future__ import annotations
 
@@ -43,10 +45,18 @@ def synthetic_root(cfg: dict) -> Path:
     processes ask at once (see :func:`reproduce.data.synth.cached_dataset`)."""
     spec = {k: cfg.get(k, SYNTH_DEFAULTS.get(k)) for k in SYNTH_KEYS}
     background = cfg.get("background", "textured")
-    if background != "textured":  # only a non-default value joins the spec: existing sets keep their hash
+    max_rotation = cfg.get("max_rotation")
+    # options added later join the spec only when not at their default: existing sets keep their hash
+    if background != "textured":
         spec["background"] = background
+    if max_rotation is not None:
+        spec["max_rotation"] = float(max_rotation)
+    min_visible = float(cfg.get("min_visible", 0.5))
+    if min_visible != 0.5:
+        spec["min_visible"] = min_visible
     common = dict(size=spec["image_size"], max_objects=spec["max_objects"], clutter=spec["clutter"],
-                  min_area=spec["min_area"], tiers=tuple(spec["tiers"]), background=background)
+                  min_area=spec["min_area"], tiers=tuple(spec["tiers"]), background=background,
+                  max_rotation=spec.get("max_rotation"), min_visible=min_visible)
 
     def build(tmp: Path) -> None:
         synth_detection(tmp, "train", images=spec["train_images"], seed=spec["seed"], **common)

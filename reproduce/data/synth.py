@@ -146,7 +146,18 @@ def _object_side(rng: np.random.Generator, size: int, kind: str, tiers: tuple[fl
     return math.sqrt(area / ff)
 
 
-def _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_area, background="textured"):
+def _angle(rng: np.random.Generator, kind: str, max_rotation: float | None) -> float:
+    """Rotation of a shape in radians: uniform over the full turn (``max_rotation=None``) or within
+    +/- ``max_rotation`` degrees; circles and rings are not rotated (the same draw count either way)."""
+    if kind in ("circle", "ring"):
+        return 0.0
+    if max_rotation is None:
+        return rng.uniform(0, 2 * math.pi)
+    return math.radians(rng.uniform(-max_rotation, max_rotation))
+
+
+def _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_area, background="textured",
+                     max_rotation=None):
     if background == "flat":  # diagnostic: uniform grey, no texture and no distractors
         img = Image.new("RGB", (size, size), (128, 128, 128))
     elif background == "textured":
@@ -162,7 +173,7 @@ def _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_ar
         side = _object_side(rng, size, CATEGORIES[cat], tiers, min_area)
         r = side / 2
         cx, cy = rng.uniform(r * 0.5, size - r * 0.5, 2)
-        angle = rng.uniform(0, 2 * math.pi) if CATEGORIES[cat] not in ("circle", "ring") else 0.0
+        angle = _angle(rng, CATEGORIES[cat], max_rotation)
         col = tuple(int(v) for v in rng.integers(0, 256, 3))
         mask_img = Image.new("L", (size, size), 0)
         _draw_shape(ImageDraw.Draw(mask_img), CATEGORIES[cat], cx, cy, r, angle, 255)
@@ -220,7 +231,7 @@ def _atomic_json(path: Path, obj) -> None:
 def synth_detection(out: str | os.PathLike, split: str = "train", images: int = 100, size: int = 128,
                     seed: int = 0, max_objects: int = 6, min_visible: float = 0.5, clutter: int = 12,
                     tiers: tuple[float, float, float] = (0.45, 0.4, 0.15), min_area: float = 64.0,
-                    background: str = "textured") -> Path:
+                    background: str = "textured", max_rotation: float | None = None) -> Path:
     """Write ``images`` detection images under ``out/<split>/`` and ``out/annotations/instances_<split>.json``.
 
     Returns the annotation file path. Deterministic for a given ``seed`` (train and val should use
@@ -228,6 +239,7 @@ def synth_detection(out: str | os.PathLike, split: str = "train", images: int = 
     the default 64 px keeps the smallest objects about 8-14 px across). ``background="flat"`` replaces
     the textured, cluttered background by uniform grey: a diagnostic that separates how hard the
     clutter makes the task from how fast a detector learns at all (benchmarks/calibration_probe.py).
+    ``max_rotation`` (degrees) limits each shape's rotation to +/- that angle; ``None``: any rotation.
     """
     out = Path(out)
     (out / split).mkdir(parents=True, exist_ok=True)
@@ -237,9 +249,12 @@ def synth_detection(out: str | os.PathLike, split: str = "train", images: int = 
                      "max_objects": max_objects, "clutter": clutter, "tiers": list(tiers), "min_area": min_area},
             "images": [], "annotations": [],
             "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CATEGORIES)]}
+    if max_rotation is not None:
+        coco["info"]["max_rotation"] = max_rotation
     ann_id = 1
     for i in range(images):
-        img, anns = _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_area, background)
+        img, anns = _detection_image(rng, size, max_objects, min_visible, clutter, tiers, min_area, background,
+                                     max_rotation)
         name = f"{i:06d}.png"
         img.save(out / split / name)
         coco["images"].append({"id": i + 1, "file_name": name, "width": size, "height": size})
