@@ -1,7 +1,7 @@
 """Ablations as data: expand ``configs/ablations/<name>.yaml`` into runs and execute them.
 
 A run is one (ablation, variant, seed, scale). ``run_ablation`` walks variants x seeds, skips runs
-whose record is ``completed`` (so a rerun or a resumed ablation never redoes finished work), retries
+whose record is ``completed`` with the same config (so a rerun or a resumed ablation never redoes finished work), retries
 failed / interrupted / stale ones, and keeps going when one run fails: the failure is in that run's
 record and the others' records are untouched. The record store is the only coordination point.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .config import apply_sets, load_ablation, resolve_run_config
 from .models.registry import UnknownNameError
-from .records import RecordConflictError, needs_run, read_record, record_path, update_record
+from .records import RecordConflictError, config_changes, needs_run, read_record, record_path, update_record
 
 
 @dataclass
@@ -79,13 +79,18 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
                  retry_failed: bool = True, runs_root: str | Path | None = None, dry_run: bool = False,
                  launcher: str = "local", jobs: int = 1, launcher_flags: dict | None = None,
                  submitit_cluster: str | None = None, wait: bool = False, dry_run_opts: dict | None = None,
-                 log=print) -> list[dict]:
+                 rerun_changed: bool = False, log=print) -> list[dict]:
     """Run (or, with ``dry_run``, describe) every pending run of an ablation; returns the records.
 
     ``launcher="slurm"`` submits the pending runs and returns only the records of the skipped ones,
     unless ``wait`` (then the finished records of all); ``submitit_cluster`` picks submitit's
     ``local`` or ``debug`` executor instead of SLURM (tests). ``dry_run_opts`` go to
-    :func:`reproduce.dry_run.describe_runs` (``measure``, ``batch``, ``steps``, ``measure_size``)."""
+    :func:`reproduce.dry_run.describe_runs` (``measure``, ``batch``, ``steps``, ``measure_size``).
+
+    A completed record whose config differs from the run's config now (a scale file or ``--set`` was
+    changed since, see :func:`reproduce.records.config_changes`) is a :class:`RecordConflictError`
+    naming the keys, unless ``rerun_changed``: then the run starts again and its record is replaced.
+    Skipping it silently would put a result of another config into the table."""
     from .train import run_one
 
     if launcher not in ("local", "slurm"):
@@ -103,6 +108,18 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
             raise RecordConflictError(f"{path} holds a {rec['scale']!r}-scale record, not {scale!r}: one record store per "
                              f"scale; give this scale its own with --runs-root runs_{scale} (or REPRODUCE_RUNS)")
         tags[id(spec)] = f"[{i}/{len(specs)}] {spec.ablation}/{spec.variant}/seed{spec.seed} ({scale})"
+        changed = config_changes(rec, spec.config) if rec and rec.get("status") == "completed" else []
+        if changed:
+            keys = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            if dry_run or rerun_changed:
+                log(f"{tags[id(spec)]}: config changed since the completed run ({keys}); "
+                    + ("would run again" if dry_run else "running again"))
+                pending.append(spec)
+                continue
+            raise RecordConflictError(
+                f"{path} was completed with another config ({keys} differ): its result no longer describes this "
+                "run. Rerun it with --rerun-changed (the old record is replaced), or keep it and give the new "
+                "config its own store with --runs-root")
         if not needs_run(rec, retry_failed):
             log(f"{tags[id(spec)]}: {rec['status']}, skipped")
             results.append(rec)

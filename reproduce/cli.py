@@ -122,7 +122,8 @@ def cmd_run(args) -> int:
         recs = run_ablation(args.ablation, args.scale, seeds, args.variant, args.set, isolate=not args.in_process,
                             retry_failed=not args.no_retry, runs_root=args.runs_root, dry_run=args.dry_run,
                             launcher=args.launcher, jobs=args.jobs, launcher_flags=flags,
-                            submitit_cluster=args.submitit_cluster, wait=args.wait, dry_run_opts=dry)
+                            submitit_cluster=args.submitit_cluster, wait=args.wait, dry_run_opts=dry,
+                            rerun_changed=args.rerun_changed)
     except KeyboardInterrupt:
         return 130
     if args.dry_run:
@@ -206,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", help="config override key=value (repeatable)")
     r.add_argument("--in-process", action="store_true", help="run in this process (no isolation)")
     r.add_argument("--no-retry", action="store_true", help="leave failed runs as they are")
+    r.add_argument("--rerun-changed", action="store_true",
+                   help="run again the completed runs whose config changed since (default: an error naming the keys)")
     r.add_argument("--no-tables", action="store_true", help="do not regenerate the table afterwards")
     r.add_argument("--dry-run", action="store_true",
                    help="print each pending run's config, params, FLOPs and estimated device-hours; run nothing")

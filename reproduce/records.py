@@ -1,6 +1,7 @@
 """The run-record store: one JSON file per run, ``runs/<ablation>/<variant>/seed<k>/record.json``.
 
-A record holds: ablation, variant, seed, scale, the full resolved config, ``status``
+A record holds: ablation, variant, seed, scale, the full resolved config (``requested_config``: as
+the run was asked for; ``config``: after its preparation steps), ``status``
 (``running`` | ``completed`` | ``failed`` | ``interrupted``), the error and traceback of a failed
 run, metrics (COCO AP, AP50, AP75, APs, APm, APl, AR100; speed), the per-epoch validation curve,
 params, FLOPs (multiply-adds), wall time, hardware, git commit, and the W&B run id and directory.
@@ -104,6 +105,44 @@ def wait_while_running(path: str | Path, timeout_s: float, poll_s: float = 5.0) 
         time.sleep(poll_s)
         rec = read_record(path)
     return rec
+
+
+# Keys that do not change a run's result: a record stays valid when only these differ.
+RESULT_NEUTRAL_KEYS = ("logger", "measure", "data.num_workers", "data.pin_memory", "data.persistent_workers",
+                       "data.prefetch_factor", "trainer.log_every_n_steps")
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _comparable(cfg: dict) -> dict:
+    flat = _flatten(json.loads(json.dumps(cfg, default=str)))  # tuples -> lists, as a stored record has them
+    return {k: v for k, v in flat.items()
+            if not any(k == n or k.startswith(n + ".") for n in RESULT_NEUTRAL_KEYS)}
+
+
+def config_changes(record: dict | None, cfg: dict) -> list[str]:
+    """The config keys whose values differ between the run ``record`` was made with and ``cfg`` (the
+    run's config now, before preparation steps), ignoring :data:`RESULT_NEUTRAL_KEYS`. A record from
+    before ``requested_config`` was stored compares its ``config`` when it had no preparation step,
+    and is taken as unchanged otherwise (its config holds the steps' outputs)."""
+    if not record:
+        return []
+    before = record.get("requested_config")
+    if before is None:
+        if record.get("prepare") or "config" not in record:
+            return []
+        before = record["config"]
+    a, b = _comparable(before), _comparable(cfg)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
 
 
 def needs_run(record: dict | None, retry_failed: bool = True) -> bool:

@@ -147,7 +147,8 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         if resume is None:
             clear_hpc_checkpoints(out)
         record = {"ablation": ablation, "variant": variant, "seed": seed, "scale": scale, "paper": paper,
-                  "config": cfg, "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                  "config": cfg, "requested_config": cfg, "status": "running", "pid": os.getpid(),
+                  "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_commit(), "hardware": hardware(),
                   "attempt": int(prev.get("attempt", 0)) + 1, "resumed_from": str(resume) if resume else None,
                   "launch": tag}

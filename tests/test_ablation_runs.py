@@ -141,6 +141,29 @@ def test_record_of_another_scale_is_an_error_and_kept(test_configs, runs_root):
     assert read_record(path)["metrics"] == {"AP": 0.1}
 
 
+def test_completed_record_of_another_config_is_an_error_until_rerun_changed(test_configs, runs_root):
+    """A scale or --set change after a run completed is not skipped silently: an error naming the keys
+    (record kept); result-neutral keys (logger, loader workers) do not count; --rerun-changed reruns."""
+    from reproduce.records import config_changes
+
+    spec = expand("t_abl", "smoke", seeds=1, variants=["good"])[0]
+    path = record_path("t_abl", "good", 0, runs_root)
+    write_record(path, {"status": "completed", "scale": "smoke", "metrics": {"AP": 0.1},
+                        "requested_config": spec.config})
+    quiet = dict(seeds=1, variants=["good"], isolate=False, runs_root=runs_root, log=lambda *a: None)
+    assert run_ablation("t_abl", "smoke", sets=["logger.wandb=false", "data.num_workers=3"], **quiet)[0]["metrics"] \
+        == {"AP": 0.1}  # skipped: nothing that changes the result differs
+    with pytest.raises(ValueError, match=r"another config \(optimizer.lr differ\).*--rerun-changed"):
+        run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.5"], **quiet)
+    assert read_record(path)["metrics"] == {"AP": 0.1}
+    assert run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.5"], dry_run=True, **quiet) == []
+    assert config_changes({"config": {"a": (1, 2)}}, {"a": [1, 2]}) == []  # a stored tuple reads back as a list
+    assert config_changes({"config": {"a": 1}, "prepare": [{"kind": "pretrain"}]}, {"a": 2}) == []
+    rec = run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.001"], rerun_changed=True, **quiet)[0]
+    assert rec["status"] == "completed" and rec["requested_config"]["optimizer"]["lr"] == 0.001
+    assert run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.001"], **quiet)[0]["started"] == rec["started"]
+
+
 def test_table_cell_shows_std_only_with_two_or_more_seeds():
     from reproduce.tables import _fmt
 
