@@ -46,7 +46,10 @@ def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
 
 def lr_lambda(cfg: dict, total_steps: int, steps_per_epoch: int):
     """The multiplier of the base lr at optimizer step ``s`` (warm-up, then the decay schedule)."""
-    warm = int(cfg.get("warmup_steps", round(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch)))
+    # warmup_steps wins when set; a config that counts its warm-up in epochs over a scale that counts
+    # steps sets ``warmup_steps: null`` (e.g. spinenet_vs_resnet_fpn at paper scale: 5 epochs)
+    ws = cfg.get("warmup_steps")
+    warm = int(ws) if ws is not None else round(float(cfg.get("warmup_epochs") or 0) * steps_per_epoch)
     warm = min(warm, max(total_steps - 1, 0))
     start = float(cfg.get("warmup_factor", 0.001))
     kind = cfg.get("schedule", "step")

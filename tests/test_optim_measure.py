@@ -13,6 +13,16 @@ def test_step_schedule_with_warmup():
     assert f(49) == 1.0 and f(50) == pytest.approx(0.1) and f(95) == pytest.approx(0.01)
 
 
+def test_warmup_in_epochs_over_a_scale_that_counts_steps():
+    """spinenet_vs_resnet_fpn at paper scale: its 5-epoch warm-up is not overridden by paper.yaml's
+    1000 steps (the ablation sets warmup_steps: null)."""
+    from reproduce.config import load_ablation, resolve_run_config
+
+    opt = resolve_run_config(load_ablation("spinenet_vs_resnet_fpn"), "r50_fpn", "paper")["optimizer"]
+    f = lr_lambda(opt, total_steps=100_000, steps_per_epoch=400)
+    assert f(1999) < 1.0 and f(2000) == 1.0  # 5 x 400 steps
+
+
 def test_cosine_schedule_reaches_min_lr():
     f = lr_lambda({"lr": 1e-3, "warmup_epochs": 1, "schedule": "cosine", "min_lr": 1e-6}, 100, 10)
     assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(1e-3) and f(55) == pytest.approx(0.5005, abs=1e-3)
