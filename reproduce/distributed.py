@@ -11,8 +11,10 @@ same state even when all of them start at once (``srun``).
 Resuming: an ``interrupted`` run, or one whose record still says ``running`` (its process was
 killed), resumes from the newest of ``checkpoints/last.ckpt`` (end of the last epoch) and Lightning's
 SLURM auto-requeue checkpoint ``hpc_ckpt_<n>.ckpt`` (saved mid-epoch on SIGUSR1 before the job is
-requeued). A run that starts afresh removes stale ``hpc_ckpt_*`` files first, otherwise Lightning
-would restore them by itself on SLURM.
+requeued). A run whose config changed since its checkpoint was written (``config_changes`` of the
+record, e.g. after ``--rerun-changed`` or a recalibrated scale) starts afresh instead: Lightning would
+restore the old optimizer, schedule and epoch count into the new config. A run that starts afresh
+removes stale ``hpc_ckpt_*`` files first, otherwise Lightning would restore them by itself on SLURM.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from .records import read_record
+from .records import config_changes, read_record
 
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 HPC_PREFIX = "hpc_ckpt_"
@@ -62,9 +64,12 @@ def hpc_checkpoints(out: str | Path) -> list[Path]:
     return sorted(Path(out).glob(f"{HPC_PREFIX}*.ckpt"))
 
 
-def resume_checkpoint(out: str | Path, prev: dict | None) -> Path | None:
-    """The checkpoint a run resumes from (see the module docstring), or None to start afresh."""
+def resume_checkpoint(out: str | Path, prev: dict | None, cfg: dict | None = None) -> Path | None:
+    """The checkpoint a run resumes from (see the module docstring), or None to start afresh; with
+    ``cfg`` (the run's config now), a checkpoint written under another config is not resumed."""
     if (prev or {}).get("status") not in ("interrupted", "running"):
+        return None
+    if cfg is not None and config_changes(prev, cfg):
         return None
     found = [p for p in [Path(out) / "checkpoints" / "last.ckpt", *hpc_checkpoints(out)] if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None

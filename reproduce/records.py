@@ -110,6 +110,9 @@ def wait_while_running(path: str | Path, timeout_s: float, poll_s: float = 5.0) 
 # Keys that do not change a run's result: a record stays valid when only these differ.
 RESULT_NEUTRAL_KEYS = ("logger", "measure", "data.num_workers", "data.pin_memory", "data.persistent_workers",
                        "data.prefetch_factor", "trainer.log_every_n_steps")
+# Keys whose value equal to Lightning's default means the same as leaving them unset (a SLURM launch
+# spells out ``trainer.num_nodes=1``; a run recorded without it is the same run).
+DEFAULT_EQUIVALENT = {"trainer.num_nodes": 1}
 
 
 def _flatten(d, prefix: str = "") -> dict:
@@ -126,7 +129,8 @@ def _flatten(d, prefix: str = "") -> dict:
 def _comparable(cfg: dict) -> dict:
     flat = _flatten(json.loads(json.dumps(cfg, default=str)))  # tuples -> lists, as a stored record has them
     return {k: v for k, v in flat.items()
-            if not any(k == n or k.startswith(n + ".") for n in RESULT_NEUTRAL_KEYS)}
+            if not any(k == n or k.startswith(n + ".") for n in RESULT_NEUTRAL_KEYS)
+            and not (k in DEFAULT_EQUIVALENT and v == DEFAULT_EQUIVALENT[k])}
 
 
 def config_changes(record: dict | None, cfg: dict) -> list[str]:

@@ -99,6 +99,16 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
     return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs}
 
 
+def _threads_note(summary: dict) -> str:
+    """The CPU threads of the FPS measurements, from the records (runs launched with ``--jobs N`` get
+    cores / N threads and share the machine with the other runs)."""
+    threads = sorted({r["speed"].get("threads") for r in summary["records"]
+                      if r.get("status") == "completed" and r.get("speed") and r["speed"].get("threads")})
+    if not threads:
+        return ""
+    return f" with {'/'.join(str(t) for t in threads)} thread{'s' if threads != [1] else ''}"
+
+
 def verdicts(summary: dict) -> list[str]:
     """One line per claim in ``table.claims``: ``{better, worse, metric, source}``."""
     rows = {r["variant"]: r for r in summary["rows"]}
@@ -191,7 +201,7 @@ def render_markdown(summary: dict) -> str:
              f"{'synthetic val set' if d.get('kind') == 'synthetic' else d.get('kind', '') + ' val set'}, "
              f"mean ± std over n seeds; other metric columns are means. "
              f"FLOPs = multiply-adds at {d.get('image_size')}x{d.get('image_size')} input (torch.utils.flop_counter / 2). "
-             f"FPS: median CPU inference latency, batch 1, measured at the end of each run. "
+             f"FPS: median CPU inference latency, batch 1, measured at the end of each run{_threads_note(summary)}. "
              f"Run (min): mean wall time of one run (training + evaluation), on a machine that may be shared."]
     if abl.get("scale_note", {}).get(scale):
         notes.append("Scale-down: " + abl["scale_note"][scale].strip())

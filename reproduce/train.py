@@ -143,7 +143,7 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
     if writer:
         prev = read_record(path) or {}
         # an interrupted run, or one whose process was killed (its record still says running), resumes
-        resume = resume_checkpoint(out, prev)
+        resume = resume_checkpoint(out, prev, cfg)
         if resume is None:
             clear_hpc_checkpoints(out)
         record = {"ablation": ablation, "variant": variant, "seed": seed, "scale": scale, "paper": paper,

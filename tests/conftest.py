@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny synthetic COCO data sets and an isolated runs/ folder.
+"""Shared fixtures: tiny synthetic COCO data sets, an isolated runs/ folder, test ablation configs.
 
 W&B runs offline and silent in tests (never online, never prompting)."""
 from __future__ import annotations
@@ -27,3 +27,29 @@ def runs_root(tmp_path, monkeypatch):
     root = tmp_path / "runs"
     monkeypatch.setenv("REPRODUCE_RUNS", str(root))
     return root
+
+
+@pytest.fixture()
+def install_ablation(tmp_path, monkeypatch):
+    """``install_ablation(name, spec)``: a private configs/ tree holding the suite's scales plus the
+    ablation ``spec`` (a dict) as ``ablations/<name>.yaml``; the working folder becomes ``tmp_path``
+    (data/ and reports/ go there) and run subprocesses import the suite from this checkout."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    import reproduce.config as config
+
+    cfg_dir = tmp_path / "configs"
+    shutil.copytree(config.CONFIG_DIR / "scales", cfg_dir / "scales")
+    (cfg_dir / "ablations").mkdir()
+    monkeypatch.setattr(config, "CONFIG_DIR", cfg_dir)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+
+    def install(name: str, spec: dict):
+        (cfg_dir / "ablations" / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        return cfg_dir
+
+    return install

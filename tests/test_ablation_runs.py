@@ -1,11 +1,8 @@
 """Runs and records end to end at smoke scale: records, W&B offline runs, failure isolation,
 skipping completed runs, resuming interrupted ones, stale records, tables."""
-import shutil
 
 import pytest
-import yaml
 
-import reproduce.config as config
 from reproduce.ablation import expand, run_ablation
 from reproduce.records import needs_run, read_record, record_path, write_record
 from reproduce.tables import write_ablation_tables
@@ -28,14 +25,8 @@ TEST_ABLATION = {
 
 
 @pytest.fixture()
-def test_configs(tmp_path, monkeypatch):
-    cfg_dir = tmp_path / "configs"
-    shutil.copytree(config.CONFIG_DIR / "scales", cfg_dir / "scales")
-    (cfg_dir / "ablations").mkdir()
-    (cfg_dir / "ablations" / "t_abl.yaml").write_text(yaml.safe_dump(TEST_ABLATION, sort_keys=False))
-    monkeypatch.setattr(config, "CONFIG_DIR", cfg_dir)
-    monkeypatch.chdir(tmp_path)  # data/ and reports/ go to the temp folder
-    return cfg_dir
+def test_configs(install_ablation):
+    return install_ablation("t_abl", TEST_ABLATION)
 
 
 def test_expand_merges_scale_common_variant(test_configs):
@@ -87,12 +78,20 @@ def test_interrupted_run_resumes_from_checkpoint(test_configs, runs_root):
     path = record_path("t_abl", "good", 0, runs_root)
     rec = read_record(path)
     assert (path.parent / "checkpoints" / "last.ckpt").is_file()
+    # pretend the run was launched for 2 epochs and interrupted after the first one
     rec["status"] = "interrupted"
+    rec["requested_config"]["trainer"]["max_epochs"] = 2
     write_record(path, rec)
     out = run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["trainer.max_epochs=2"], isolate=False,
                        runs_root=runs_root, log=lambda *a: None)[0]
     assert out["status"] == "completed" and out["resumed_from"].endswith("last.ckpt")
     assert out["epochs"] == 2 and [c["epoch"] for c in out["curve"]] == [2]  # only the missing epoch ran
+    # an interrupted run whose config changed since starts afresh (the checkpoint holds another run)
+    out["status"] = "interrupted"
+    write_record(path, out)
+    out = run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["trainer.max_epochs=1"], isolate=False,
+                       runs_root=runs_root, log=lambda *a: None)[0]
+    assert out["status"] == "completed" and out["resumed_from"] is None and out["epochs"] == 1
 
 
 def test_stale_and_foreign_running_records():
@@ -159,6 +158,8 @@ def test_completed_record_of_another_config_is_an_error_until_rerun_changed(test
     assert run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.5"], dry_run=True, **quiet) == []
     assert config_changes({"config": {"a": (1, 2)}}, {"a": [1, 2]}) == []  # a stored tuple reads back as a list
     assert config_changes({"config": {"a": 1}, "prepare": [{"kind": "pretrain"}]}, {"a": 2}) == []
+    one_node = {"trainer": {"devices": 1, "num_nodes": 1}}  # as a SLURM launch spells it out
+    assert config_changes({"config": {"trainer": {"devices": 1}}}, one_node) == []  # Lightning's default
     rec = run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.001"], rerun_changed=True, **quiet)[0]
     assert rec["status"] == "completed" and rec["requested_config"]["optimizer"]["lr"] == 0.001
     assert run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.001"], **quiet)[0]["started"] == rec["started"]

@@ -2,14 +2,10 @@
 Lightning's subprocess launcher re-runs ``python -m reproduce.cli run-one`` for rank 1. Rank 0 alone
 writes the record; the global batch is split across the ranks; AP is synchronized by torchmetrics."""
 import os
-import shutil
 
 import pytest
-import yaml
 
-import reproduce.config as config
 from reproduce.ablation import run_ablation
-from reproduce.config import ROOT
 from reproduce.distributed import is_launch_rank_zero, launch_tag, resume_checkpoint
 from reproduce.records import read_record, record_path
 
@@ -26,16 +22,9 @@ DDP_ABLATION = {
 
 
 @pytest.fixture()
-def ddp_configs(tmp_path, monkeypatch):
-    cfg_dir = tmp_path / "configs"
-    shutil.copytree(config.CONFIG_DIR / "scales", cfg_dir / "scales")
-    (cfg_dir / "ablations").mkdir()
-    (cfg_dir / "ablations" / "ddp_abl.yaml").write_text(yaml.safe_dump(DDP_ABLATION, sort_keys=False))
-    monkeypatch.setattr(config, "CONFIG_DIR", cfg_dir)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the run processes import the suite from the checkout
+def ddp_configs(install_ablation, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return cfg_dir
+    return install_ablation("ddp_abl", DDP_ABLATION)
 
 
 @pytest.mark.slow
@@ -67,6 +56,10 @@ def test_rank_detection_and_resume_choice(tmp_path, monkeypatch):
     last.write_text("x")
     assert resume_checkpoint(tmp_path, {"status": "failed"}) is None  # failed runs start afresh
     assert resume_checkpoint(tmp_path, {"status": "interrupted"}) == last
+    cfg = {"trainer": {"max_epochs": 3}}
+    old = {"status": "interrupted", "requested_config": {"trainer": {"max_epochs": 6}}}
+    assert resume_checkpoint(tmp_path, old, cfg) is None  # written under another config: start afresh
+    assert resume_checkpoint(tmp_path, {**old, "requested_config": cfg}, cfg) == last
     hpc = tmp_path / "hpc_ckpt_1.ckpt"
     hpc.write_text("x")
     os.utime(last, (1, 1))

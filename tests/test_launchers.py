@@ -2,17 +2,13 @@
 ``debug`` executor for real runs at smoke scale), ``--jobs N`` on one machine, and the record store
 as the only coordination point (completed runs skipped, a requeued job resumes its own run)."""
 import os
-import shutil
 import stat
 import threading
 import time
 
 import pytest
-import yaml
 
-import reproduce.config as config
 from reproduce.ablation import expand, run_ablation
-from reproduce.config import ROOT
 from reproduce.launchers import RunJob, executor_parameters, launcher_options, parse_minutes, run_parallel
 from reproduce.records import read_record, record_path, write_record
 
@@ -28,15 +24,8 @@ LAUNCH_ABLATION = {
 
 
 @pytest.fixture()
-def launch_configs(tmp_path, monkeypatch):
-    cfg_dir = tmp_path / "configs"
-    shutil.copytree(config.CONFIG_DIR / "scales", cfg_dir / "scales")
-    (cfg_dir / "ablations").mkdir()
-    (cfg_dir / "ablations" / "l_abl.yaml").write_text(yaml.safe_dump(LAUNCH_ABLATION, sort_keys=False))
-    monkeypatch.setattr(config, "CONFIG_DIR", cfg_dir)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    return cfg_dir
+def launch_configs(install_ablation):
+    return install_ablation("l_abl", LAUNCH_ABLATION)
 
 
 @pytest.fixture()

@@ -108,17 +108,12 @@ T_NATS = {
 }
 
 
-def test_detection_run_trains_the_derived_network(tmp_path, monkeypatch, runs_root):
+def test_detection_run_trains_the_derived_network(install_ablation, runs_root):
     from lightning_modules import DetectionModule
     from reproduce.models import nats
     from reproduce.models.nats_figure import search_costs
 
-    cfg_dir = tmp_path / "configs"
-    shutil.copytree(config.CONFIG_DIR / "scales", cfg_dir / "scales")
-    (cfg_dir / "ablations").mkdir()
-    (cfg_dir / "ablations" / "t_nats.yaml").write_text(yaml.safe_dump(T_NATS, sort_keys=False))
-    monkeypatch.setattr(config, "CONFIG_DIR", cfg_dir)
-    monkeypatch.chdir(tmp_path)
+    install_ablation("t_nats", T_NATS)
     recs = {r["variant"]: r for r in run_ablation("t_nats", "smoke", seeds=1, isolate=False, runs_root=runs_root,
                                                   log=lambda *a: None)}
     orig, der = recs["original"], recs["nats"]
