@@ -139,7 +139,9 @@ def describe_runs(specs: list, *, measure: bool = True, batch: int | None = None
         log("nothing to run: every selected run is completed")
         return []
     device = best_device()
-    batch = batch or (2 if device.type == "cuda" else 1)
+    # batch 2, not 1: BatchNorm in training mode needs more than one value per channel, and a
+    # SpineNet P7 map at 128 px is 1 x 1
+    batch = batch or 2
     by_variant: dict[str, list] = {}
     for s in specs:
         by_variant.setdefault(s.variant, []).append(s)
