@@ -46,8 +46,8 @@ def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
 
 def lr_lambda(cfg: dict, total_steps: int, steps_per_epoch: int):
     """The multiplier of the base lr at optimizer step ``s`` (warm-up, then the decay schedule)."""
-    # warmup_steps wins when set; a config that counts its warm-up in epochs over a scale that counts
-    # steps sets ``warmup_steps: null`` (e.g. spinenet_vs_resnet_fpn at paper scale: 5 epochs)
+    # warmup_steps wins when both are set; a resolved run config holds only one of them (the one its
+    # later layer set, reproduce.config.ALTERNATIVES)
     ws = cfg.get("warmup_steps")
     warm = int(ws) if ws is not None else round(float(cfg.get("warmup_epochs") or 0) * steps_per_epoch)
     warm = min(warm, max(total_steps - 1, 0))

@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="print each pending run's config, params, FLOPs and estimated device-hours; run nothing")
     r.add_argument("--no-measure", action="store_true", help="--dry-run without measuring a step time")
-    r.add_argument("--measure-batch", type=int, help="--dry-run: batch of the measured steps (default 2 GPU / 1 CPU)")
+    r.add_argument("--measure-batch", type=int, help="--dry-run: batch of the measured steps (default 2)")
     r.add_argument("--measure-size", type=int, help="--dry-run: measure at this size, scale by FLOPs")
     r.add_argument("--runs-root")
     g = r.add_argument_group("launchers", "where runs execute (reproduce/launchers.py); SLURM options override "

@@ -6,7 +6,20 @@ A run's resolved config = ``configs/scales/<scale>.yaml``
   <- the variant's own keys
   <- the variant's ``scales.<scale>:`` (keys that only this variant needs at this scale)
   <- command-line ``--set a.b=value`` overrides.
-Later layers win; dicts merge key by key, everything else is replaced.
+Later layers win; dicts merge key by key, everything else is replaced. Of two keys that set one thing
+in different units (:data:`ALTERNATIVES`: ``optimizer.warmup_steps`` / ``warmup_epochs``), the one set
+by the later layer is kept and the other removed.
+
+An ablation can define a scale of its own that ``extends`` a scale file, for a second protocol of the
+same paper (RSANet's COCO model at 320 beside its VOC model at 416)::
+
+    scales:
+      paper: {...}                       # VOC 07+12 at 416
+      paper_coco: {extends: paper, data: {kind: coco, image_size: 320}, model: {preset: coco}}
+
+``--scale paper_coco`` then resolves ``configs/scales/paper.yaml`` <- ``common:`` <- ``scales.paper:``
+<- ``scales.paper_coco:`` <- the variant <- its ``scales.paper:`` <- its ``scales.paper_coco:``, and the
+config's ``scale`` key names ``paper_coco`` (its runs get their own record store, as any scale).
 """
 from __future__ import annotations
 
@@ -66,6 +79,65 @@ def load_scale(scale: str) -> dict:
     return load_yaml(CONFIG_DIR / "scales" / f"{scale}.yaml")
 
 
+def ablation_scales(ablation: dict) -> list[str]:
+    """The scales an ablation runs at: every scale file plus its own scales that ``extends`` one."""
+    own = [k for k, v in (ablation.get("scales") or {}).items() if isinstance(v, dict) and "extends" in v]
+    return list_scales() + sorted(own)
+
+
+def scale_chain(ablation: dict, scale: str) -> list[str]:
+    """``[scale]`` for a scale file, ``[base, scale]`` for an ablation scale that extends ``base``."""
+    if scale in list_scales():
+        return [scale]
+    base = ((ablation.get("scales") or {}).get(scale) or {}).get("extends")
+    if base is None:
+        raise _unknown("scale", scale, ablation_scales(ablation))
+    if base not in list_scales():
+        raise ValueError(f"configs/ablations/{ablation.get('name')}.yaml: scale {scale!r} extends {base!r}, "
+                         f"which is not a scale file (valid: {', '.join(list_scales())})")
+    return [base, scale]
+
+
+def _scale_layers(ablation: dict, scale: str) -> list[dict]:
+    chain = scale_chain(ablation, scale)
+    own = [{k: v for k, v in ((ablation.get("scales") or {}).get(s) or {}).items() if k != "extends"} for s in chain]
+    return [load_scale(chain[0]), ablation.get("common") or {}, *own, {"scale": scale}]
+
+
+def resolve_scale(ablation: dict, scale: str) -> dict:
+    """The scale layers of a run config (scale file and the ablation's ``scales:`` sections, no variant)."""
+    return _settle_alternatives(deep_merge(*_scale_layers(ablation, scale)), _scale_layers(ablation, scale))
+
+
+# Keys that set one thing in different units. The layer that comes last (``--set`` included) decides
+# and the others are removed, so the paper scale file's warm-up in steps does not override an
+# ablation's warm-up in epochs (the optimizer reads whichever is present).
+ALTERNATIVES = (("optimizer.warmup_steps", "optimizer.warmup_epochs"),)
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _settle_alternatives(cfg: dict, layers: list[dict | None]) -> dict:
+    for keys in ALTERNATIVES:
+        last = None
+        for layer in layers:
+            here = [k for k in keys if _get(layer or {}, k) is not None]
+            if len(here) > 1:
+                raise ValueError(f"one config layer sets both {' and '.join(here)}, which set the same thing: keep one")
+            last = here[0] if here else last
+        for k in keys:
+            parent = _get(cfg, k.rsplit(".", 1)[0])
+            if last and k != last and isinstance(parent, dict):
+                parent.pop(k.rsplit(".", 1)[1], None)
+    return cfg
+
+
 def load_ablation(name: str) -> dict:
     if name not in list_ablations():
         raise _unknown("ablation", name, list_ablations())
@@ -102,9 +174,10 @@ def resolve_run_config(ablation: dict, variant: str, scale: str, sets: list[str]
     if variant not in variants:
         raise _unknown("variant", variant, list(variants))
     v = {k: val for k, val in variants[variant].items() if k not in ("label", "paper", "note", "scales")}
-    v_scale = (variants[variant].get("scales") or {}).get(scale)
-    cfg = deep_merge(load_scale(scale), ablation.get("common"), (ablation.get("scales") or {}).get(scale), v, v_scale)
-    return apply_sets(cfg, sets)
+    v_scales = [(variants[variant].get("scales") or {}).get(s) for s in scale_chain(ablation, scale)]
+    layers = [*_scale_layers(ablation, scale), v, *v_scales]
+    cfg = apply_sets(deep_merge(*layers), sets)
+    return _settle_alternatives(cfg, [*layers, apply_sets({}, sets)])
 
 
 def closest(name: str, valid: list[str]) -> str | None:

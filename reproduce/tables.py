@@ -16,7 +16,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .config import list_ablations, load_ablation, load_scale
+from .config import list_ablations, load_ablation, resolve_scale
 from .records import load_records
 
 REPORTS = Path("reports")
@@ -195,7 +195,7 @@ def render_markdown(summary: dict) -> str:
     lines = [ln if not ln.startswith("| ") or ln.endswith("|") else ln + " |" for ln in lines]
     lines.append("")
     primary = abl.get("table", {}).get("primary", "AP")
-    sc = load_scale(scale)
+    sc = resolve_scale(abl, scale)
     d = sc.get("data", {})
     notes = [f"Ours: COCO {primary} (IoU .50:.95, torchmetrics + faster_coco_eval) x 100 on the "
              f"{'synthetic val set' if d.get('kind') == 'synthetic' else d.get('kind', '') + ' val set'}, "

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from reproduce.ablation import expand
-from reproduce.config import list_ablations, list_scales, load_ablation
+from reproduce.config import ablation_scales, list_ablations, list_scales, load_ablation
 
 ABLATIONS = list_ablations()
 
@@ -14,7 +14,7 @@ ABLATIONS = list_ablations()
 def test_expands_at_every_scale(name):
     abl = load_ablation(name)
     assert abl.get("title") and abl.get("table", {}).get("primary")
-    for scale in list_scales():
+    for scale in ablation_scales(abl):
         specs = expand(name, scale, seeds=1)
         assert len(specs) == len(abl["variants"])
         for s in specs:
@@ -41,3 +41,18 @@ def test_every_variant_builds_and_trains_a_step(name):
         tgt = {"boxes": torch.tensor([[4.0, 4.0, 40.0, 36.0]]), "labels": torch.tensor([3])}
         losses = m.train()(imgs, [tgt, tgt])
         assert all(torch.isfinite(v) for v in losses.values()), (name, spec.variant, losses)
+
+
+def test_ablation_scale_extends_a_scale_file():
+    """RSANet's COCO model at 320 is the ablation's own scale ``paper_coco`` on top of its ``paper``
+    (VOC at 416): the COCO data and width preset replace VOC's, the rest (epochs, optimizer) is kept."""
+    from reproduce.config import ablation_scales, resolve_run_config
+
+    abl = load_ablation("rsanet_rsam")
+    assert "paper_coco" in ablation_scales(abl) and "paper_coco" not in list_scales()
+    voc, coco = (resolve_run_config(abl, "rsam_on", s) for s in ("paper", "paper_coco"))
+    assert coco["scale"] == "paper_coco" and coco["data"]["kind"] == "coco" and coco["data"]["image_size"] == 320
+    assert coco["data"]["batch_size"] == 24 and coco["model"]["preset"] == "coco" and voc["model"]["preset"] == "voc"
+    assert coco["trainer"] == voc["trainer"] and coco["optimizer"] == voc["optimizer"]
+    with pytest.raises(KeyError, match="paper_coco"):  # an unknown scale lists the ablation's own ones too
+        resolve_run_config(abl, "rsam_on", "paper_voc")

@@ -13,14 +13,29 @@ def test_step_schedule_with_warmup():
     assert f(49) == 1.0 and f(50) == pytest.approx(0.1) and f(95) == pytest.approx(0.01)
 
 
-def test_warmup_in_epochs_over_a_scale_that_counts_steps():
-    """spinenet_vs_resnet_fpn at paper scale: its 5-epoch warm-up is not overridden by paper.yaml's
-    1000 steps (the ablation sets warmup_steps: null)."""
+@pytest.mark.parametrize("ablation,variant,epochs", [("spinenet_vs_resnet_fpn", "r50_fpn", 5),
+                                                    ("spinenet_scale_permutation", "hourglass", 5),
+                                                    ("rsanet_rsam", "rsam_on", 1)])
+def test_warmup_in_epochs_over_a_scale_that_counts_steps(ablation, variant, epochs):
+    """At paper scale an ablation's warm-up in epochs is not overridden by paper.yaml's 1000 steps:
+    of two keys that set one thing, the later config layer wins (reproduce.config.ALTERNATIVES)."""
     from reproduce.config import load_ablation, resolve_run_config
 
-    opt = resolve_run_config(load_ablation("spinenet_vs_resnet_fpn"), "r50_fpn", "paper")["optimizer"]
+    opt = resolve_run_config(load_ablation(ablation), variant, "paper")["optimizer"]
+    assert "warmup_steps" not in opt or opt["warmup_steps"] is None
     f = lr_lambda(opt, total_steps=100_000, steps_per_epoch=400)
-    assert f(1999) < 1.0 and f(2000) == 1.0  # 5 x 400 steps
+    assert f(epochs * 400 - 1) < 1.0 and f(epochs * 400) == 1.0
+    # a --set of the other unit wins in turn
+    opt = resolve_run_config(load_ablation(ablation), variant, "paper", ["optimizer.warmup_steps=7"])["optimizer"]
+    assert opt["warmup_steps"] == 7 and "warmup_epochs" not in opt
+
+
+def test_one_layer_setting_both_warmup_units_is_an_error():
+    from reproduce.config import resolve_run_config
+
+    abl = {"name": "x", "variants": {"a": {"optimizer": {"warmup_steps": 5, "warmup_epochs": 1}}}}
+    with pytest.raises(ValueError, match="warmup_steps and optimizer.warmup_epochs"):
+        resolve_run_config(abl, "a", "cpu")
 
 
 def test_cosine_schedule_reaches_min_lr():
