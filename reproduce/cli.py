@@ -157,6 +157,25 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_speed(args) -> int:
+    from .config import load_ablation
+    from .speed_side_by_side import measure_side_by_side
+    from .tables import write_all_tables
+
+    load_ablation(args.ablation)  # an unknown name lists the valid ones
+    try:
+        rows = measure_side_by_side(args.ablation, args.scale, rounds=args.rounds, repeats=args.repeats,
+                                    threads=args.threads, runs_root=args.runs_root)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for r in rows:
+        print(f"{r['variant']}/seed{r['seed']}: {r['median_ms']:.1f} ms, {r['fps']:.1f} FPS (min {r['min_ms']:.1f} ms)")
+    for p in write_all_tables([args.ablation], runs_root=args.runs_root):
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_sync(args) -> int:
     runs = sorted(Path(args.runs_root or "runs").glob("**/wandb/offline-run-*"))
     if not runs:
@@ -243,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("ablation", nargs="*")
     t.add_argument("--runs-root")
     t.set_defaults(fn=cmd_tables)
+
+    sp = sub.add_parser("speed", help="measure the FPS of an ablation's trained runs side by side, then "
+                                      "regenerate its tables (reproduce/speed_side_by_side.py)")
+    sp.add_argument("ablation")
+    sp.add_argument("--scale", default="cpu")
+    sp.add_argument("--rounds", type=int, default=5)
+    sp.add_argument("--repeats", type=int, default=10)
+    sp.add_argument("--threads", type=int, help="torch threads (default: torch's, all cores)")
+    sp.add_argument("--runs-root")
+    sp.set_defaults(fn=cmd_speed)
 
     y = sub.add_parser("sync", help="upload offline W&B runs with wandb sync")
     y.add_argument("--runs-root")

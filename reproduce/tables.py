@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 from .config import list_ablations, load_ablation, resolve_scale
+from .speed_side_by_side import session_of
 from .records import load_records
 
 REPORTS = Path("reports")
@@ -63,6 +64,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
     abl = load_ablation(ablation)
     recs = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale]
     metrics = abl.get("table", {}).get("metrics", ["AP", "AP50", "AP75", "APs", "APm", "APl"])
+    side = session_of(recs)  # one side-by-side speed measurement of every completed run, if any
     rows = []
     for v, spec in abl["variants"].items():
         vr = [r for r in recs if r.get("variant") == v]
@@ -75,7 +77,8 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
                "seeds": sorted(r["seed"] for r in done), "metrics": {}, "curves": [r.get("curve", []) for r in done]}
         for m in set(metrics) | {"AP", "FPS"}:
             if m == "FPS":  # measured inference speed, stored beside the COCO metrics
-                vals = [r["speed"]["fps"] for r in done if r.get("speed")]
+                key = "speed_side_by_side" if side else "speed"
+                vals = [r[key]["fps"] for r in done if r.get(key)]
             else:
                 vals = [r["metrics"][m] for r in done if r.get("metrics", {}).get(m, -1) >= 0]
             row["metrics"][m] = (*_mean_std(vals), len(vals))
@@ -96,7 +99,19 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         wall = [r.get("wall_time_s", 0) for r in done]
         row["wall_min"] = statistics.fmean(wall) / 60 if wall else math.nan
         rows.append(row)
-    return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs}
+    return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs, "side_by_side": side}
+
+
+def _fps_note(summary: dict) -> str:
+    """How the FPS column was measured: side by side after training, or by each run at its end."""
+    side = summary.get("side_by_side")
+    if side:
+        load = "/".join(f"{x:.1f}" for x in side["loadavg_start"][:1] + side["loadavg_end"][:1])
+        return (f"FPS: CPU inference, batch 1, median over {side['rounds']} interleaved rounds, all "
+                f"{side['runs_measured']} runs measured side by side in one process after training "
+                f"(`{side['command']}`, {side['session']}, {side['threads']} thread(s), load average {load} "
+                "at start / end), mean over seeds.")
+    return f"FPS: median CPU inference latency, batch 1, measured at the end of each run{_threads_note(summary)}."
 
 
 def _threads_note(summary: dict) -> str:
@@ -201,7 +216,7 @@ def render_markdown(summary: dict) -> str:
              f"{'synthetic val set' if d.get('kind') == 'synthetic' else d.get('kind', '') + ' val set'}, "
              f"mean ± std over n seeds; other metric columns are means. "
              f"FLOPs = multiply-adds at {d.get('image_size')}x{d.get('image_size')} input (torch.utils.flop_counter / 2). "
-             f"FPS: median CPU inference latency, batch 1, measured at the end of each run{_threads_note(summary)}. "
+             f"{_fps_note(summary)} "
              f"Run (min): mean wall time of one run (training + evaluation), on a machine that may be shared."]
     if abl.get("scale_note", {}).get(scale):
         notes.append("Scale-down: " + abl["scale_note"][scale].strip())

@@ -71,6 +71,17 @@ def test_failed_run_is_recorded_and_others_complete(test_configs, runs_root):
     assert "| Broken | failed |" in md and "| Never run | not run |" in md
     assert "not tested" in md  # the claim needs both variants completed
     assert paths[1].read_text().startswith("scale,Variant")
+    assert "measured at the end of each run" in md
+
+    # FPS measured side by side after training, from the trained checkpoint, replaces the per-run figure
+    from reproduce.speed_side_by_side import measure_side_by_side
+
+    [row] = measure_side_by_side("t_abl", "smoke", rounds=2, repeats=2, warmup=1, runs_root=runs_root,
+                                 log=lambda *a: None)
+    assert row["variant"] == "good" and row["median_ms"] > 0 and row["runs_measured"] == 1
+    assert read_record(record_path("t_abl", "good", 0, runs_root))["speed_side_by_side"]["session"] == row["session"]
+    md = write_ablation_tables("t_abl", runs_root=runs_root, reports=test_configs.parent / "reports")[0].read_text()
+    assert "side by side in one process after training" in md and f"{row['fps']:.1f}" in md
 
 
 def test_interrupted_run_resumes_from_checkpoint(test_configs, runs_root):
@@ -171,3 +182,15 @@ def test_table_cell_shows_std_only_with_two_or_more_seeds():
     assert _fmt(0.109, 0.0, 1) == "10.9 (n=1)"
     assert _fmt(0.02, 0.001, 3) == "2.0 ± 0.1 (n=3)"
     assert _fmt(float("nan"), float("nan"), 0) == "–"
+
+
+def test_side_by_side_speed_only_when_every_run_shares_one_session():
+    from reproduce.speed_side_by_side import session_of
+
+    a = {"status": "completed", "speed_side_by_side": {"session": "s1", "fps": 10.0}}
+    b = {"status": "completed", "speed_side_by_side": {"session": "s2", "fps": 12.0}}
+    failed = {"status": "failed"}
+    assert session_of([a, dict(a), failed])["session"] == "s1"
+    assert session_of([a, b]) is None  # measured in two sessions: not side by side
+    assert session_of([a, {"status": "completed"}]) is None  # one run not measured
+    assert session_of([failed]) is None

@@ -1,0 +1,92 @@
+"""Inference speed of an ablation's trained runs measured side by side, in one process.
+
+Each run measures its FPS at its own end (``reproduce.train``), on a machine that other runs or jobs
+may share at that moment, so two variants' FPS can come from different loads: on the 2-core CPU a
+run measured while a test suite ran showed 4.9 FPS against 24-26 for its other seeds. A speed
+ablation (RSANet's CCM ratio claim: 1:1 is the fastest at equal FLOPs) needs the variants compared
+under one load, as the guide asks of every speed figure: medians and ratios measured side by side.
+
+``reproduce speed ABLATION`` loads every completed run of the ablation at a scale from its
+``checkpoints/last.ckpt`` (the trained weights, so post-processing sees the trained score
+distribution), then measures them in interleaved rounds: round 1 times run A, B, C, ..., round 2
+again, and so on, so a load change hits every run alike. Each run's result is the median over
+rounds of the per-round median latency (batch 1, random input at the run's image size,
+``torch.inference_mode``), stored in its record as ``speed_side_by_side`` with the measuring session's
+id. ``reproduce tables`` uses these figures for the FPS column when every completed run of the table
+carries one from the same session, and says so in the table note; otherwise it falls back to the
+per-run figures and says that instead.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .measure import inference_speed
+from .records import load_records, record_path, update_record
+
+
+def _load_detector(ckpt: Path):
+    from lightning_modules import DetectionModule
+
+    module = DetectionModule.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=False)
+    return module.detector.eval()
+
+
+def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, repeats: int = 10,
+                         warmup: int = 3, threads: int | None = None, runs_root=None, log=print) -> list[dict]:
+    """Measure every completed run of ``ablation`` at ``scale`` that still has its checkpoint, in
+    interleaved rounds; write ``speed_side_by_side`` into each record; return one row per run."""
+    recs = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale and r.get("status") == "completed"]
+    if not recs:
+        raise ValueError(f"{ablation}: no completed run at scale {scale!r} to measure")
+    if threads:
+        torch.set_num_threads(int(threads))
+    runs, missing = [], []
+    for r in recs:
+        path = record_path(ablation, r["variant"], r["seed"], runs_root)
+        ckpt = path.parent / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            missing.append(f"{r['variant']}/seed{r['seed']}")
+            continue
+        runs.append({"variant": r["variant"], "seed": r["seed"], "path": path, "detector": _load_detector(ckpt),
+                     "size": int(r["config"]["data"]["image_size"]), "times": [], "mins": []})
+    if missing:
+        log(f"no checkpoint (not measured; their tables fall back to per-run FPS): {', '.join(missing)}")
+    if not runs:
+        raise ValueError(f"{ablation}: no completed run at scale {scale!r} has checkpoints/last.ckpt")
+    session = time.strftime("%Y-%m-%dT%H:%M:%S")
+    load_start = os.getloadavg()
+    log(f"measuring {len(runs)} runs x {rounds} rounds x {repeats} repeats, {torch.get_num_threads()} thread(s)")
+    for i in range(rounds):
+        for run in runs:
+            res = inference_speed(run["detector"], run["size"], batch=1, device="cpu", repeats=repeats,
+                                  warmup=warmup if i == 0 else 1, forward=lambda m, x: m(list(x)))
+            run["times"].append(res["median_ms"])
+            run["mins"].append(res["min_ms"])
+    load_end = os.getloadavg()
+    out = []
+    for run in runs:
+        med = statistics.median(run["times"])
+        speed = {"median_ms": med, "fps": 1000.0 / med, "min_ms": min(run["mins"]), "rounds": rounds,
+                 "repeats": repeats, "batch": 1, "device": "cpu", "threads": torch.get_num_threads(),
+                 "input_size": run["size"], "session": session, "runs_measured": len(runs),
+                 "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in load_end],
+                 "host": platform.node(), "command": f"reproduce speed {ablation} --scale {scale}"}
+        update_record(run["path"], speed_side_by_side=speed)
+        out.append({"variant": run["variant"], "seed": run["seed"], **speed})
+    return out
+
+
+def session_of(records: list[dict]) -> dict | None:
+    """The side-by-side measurement shared by every completed record, or None when a completed
+    record lacks one or they come from different sessions (then tables use per-run FPS)."""
+    done = [r for r in records if r.get("status") == "completed"]
+    sessions = {(r.get("speed_side_by_side") or {}).get("session") for r in done}
+    if not done or len(sessions) != 1 or None in sessions:
+        return None
+    return done[0]["speed_side_by_side"]
