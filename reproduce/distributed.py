@@ -14,7 +14,9 @@ SLURM auto-requeue checkpoint ``hpc_ckpt_<n>.ckpt`` (saved mid-epoch on SIGUSR1 
 requeued). A run whose config changed since its checkpoint was written (``config_changes`` of the
 record, e.g. after ``--rerun-changed`` or a recalibrated scale) starts afresh instead: Lightning would
 restore the old optimizer, schedule and epoch count into the new config. A run that starts afresh
-removes stale ``hpc_ckpt_*`` files first, otherwise Lightning would restore them by itself on SLURM.
+removes the earlier attempt's ``last*.ckpt`` and ``hpc_ckpt_*`` files first: Lightning would restore
+``hpc_ckpt_*`` by itself on SLURM, and would save the new run's ``last.ckpt`` as ``last-v1.ckpt``
+beside a stale one.
 """
 from __future__ import annotations
 
@@ -71,11 +73,30 @@ def resume_checkpoint(out: str | Path, prev: dict | None, cfg: dict | None = Non
         return None
     if cfg is not None and config_changes(prev, cfg):
         return None
-    found = [p for p in [Path(out) / "checkpoints" / "last.ckpt", *hpc_checkpoints(out)] if p.is_file()]
+    found = [*last_checkpoints(out), *hpc_checkpoints(out)]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def last_checkpoints(out: str | Path) -> list[Path]:
+    """``checkpoints/last.ckpt`` and any ``last-v<n>.ckpt`` (Lightning versions the name when a stale
+    ``last.ckpt`` is in the way; runs before the suite removed stale ones left such pairs)."""
+    return sorted(p for p in (Path(out) / "checkpoints").glob("last*.ckpt") if p.is_file())
+
+
+def newest_last_checkpoint(out: str | Path) -> Path | None:
+    found = last_checkpoints(out)
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def clear_hpc_checkpoints(out: str | Path) -> None:
     """Remove SLURM auto-requeue checkpoints (a fresh or finished run must not restore them)."""
     for p in hpc_checkpoints(out):
+        p.unlink(missing_ok=True)
+
+
+def clear_stale_checkpoints(out: str | Path) -> None:
+    """Before a run starts afresh: remove every checkpoint of an earlier attempt (``last*.ckpt`` and
+    ``hpc_ckpt_*``), so nothing later resumes from, or measures, another attempt's weights."""
+    clear_hpc_checkpoints(out)
+    for p in last_checkpoints(out):
         p.unlink(missing_ok=True)

@@ -8,13 +8,14 @@ under one load, as the guide asks of every speed figure: medians and ratios meas
 
 ``reproduce speed ABLATION`` loads every completed run of the ablation at a scale from its
 ``checkpoints/last.ckpt`` (the trained weights, so post-processing sees the trained score
-distribution), then measures them in interleaved rounds: round 1 times run A, B, C, ..., round 2
-again, and so on, so a load change hits every run alike. Each run's result is the median over
-rounds of the per-round median latency (batch 1, random input at the run's image size,
-``torch.inference_mode``), stored in its record as ``speed_side_by_side`` with the measuring session's
-id. ``reproduce tables`` uses these figures for the FPS column when every completed run of the table
-carries one from the same session, and says so in the table note; otherwise it falls back to the
-per-run figures and says that instead.
+distribution; a checkpoint older than the run's start belongs to an earlier attempt and is not
+used), then measures them in interleaved rounds: round 1 times run A, B, C, ..., round 2 again, and
+so on, so a load change hits every run alike. Each run's result is the median over rounds of the
+per-round median latency (batch 1, random input at the run's image size, ``torch.inference_mode``),
+stored in its record as ``speed_side_by_side`` with the measuring session's id. ``reproduce tables``
+uses these figures for the FPS column when every completed run of the table carries one from the
+same session, and says so in the table note; otherwise it falls back to the per-run figures and says
+that instead.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .distributed import newest_last_checkpoint
 from .measure import inference_speed
 from .records import load_records, record_path, update_record
 
@@ -49,16 +51,16 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
     runs, missing = [], []
     for r in recs:
         path = record_path(ablation, r["variant"], r["seed"], runs_root)
-        ckpt = path.parent / "checkpoints" / "last.ckpt"
-        if not ckpt.is_file():
-            missing.append(f"{r['variant']}/seed{r['seed']}")
+        ckpt = newest_last_checkpoint(path.parent)
+        if ckpt is None or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ckpt.stat().st_mtime)) < r["started"]:
+            missing.append(f"{r['variant']}/seed{r['seed']}")  # none, or an earlier attempt's
             continue
         runs.append({"variant": r["variant"], "seed": r["seed"], "path": path, "detector": _load_detector(ckpt),
                      "size": int(r["config"]["data"]["image_size"]), "times": [], "mins": []})
     if missing:
-        log(f"no checkpoint (not measured; their tables fall back to per-run FPS): {', '.join(missing)}")
+        log(f"no checkpoint of this attempt (not measured; the table falls back to per-run FPS): {', '.join(missing)}")
     if not runs:
-        raise ValueError(f"{ablation}: no completed run at scale {scale!r} has checkpoints/last.ckpt")
+        raise ValueError(f"{ablation}: no completed run at scale {scale!r} has a checkpoint of its own")
     session = time.strftime("%Y-%m-%dT%H:%M:%S")
     load_start = os.getloadavg()
     log(f"measuring {len(runs)} runs x {rounds} rounds x {repeats} repeats, {torch.get_num_threads()} thread(s)")

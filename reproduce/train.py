@@ -28,7 +28,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from .config import ROOT
-from .distributed import (clear_hpc_checkpoints, is_launch_rank_zero, launch_tag, resume_checkpoint,
+from .distributed import (clear_hpc_checkpoints, clear_stale_checkpoints, is_launch_rank_zero, launch_tag, resume_checkpoint,
                           wait_for_launch_record)
 from .loggers import finish_wandb, make_loggers
 from .prepare import run_preparers
@@ -93,7 +93,8 @@ def build_trainer(cfg: dict, out: Path, loggers, callbacks) -> pl.Trainer:
     if t.get("sync_batchnorm") and t.get("accelerator", "auto") == "cpu" and _world(t) > 1:
         raise ValueError("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
                          "set trainer.sync_batchnorm=false for a CPU DDP run")
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
+    # one last.ckpt per run, overwritten (no last-v1.ckpt; a fresh start removed any stale one)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False)
     return pl.Trainer(
         default_root_dir=str(out), logger=loggers, callbacks=[ckpt, *callbacks],
         max_epochs=int(t.pop("max_epochs", 1)), accelerator=t.pop("accelerator", "auto"),
@@ -145,7 +146,7 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         # an interrupted run, or one whose process was killed (its record still says running), resumes
         resume = resume_checkpoint(out, prev, cfg)
         if resume is None:
-            clear_hpc_checkpoints(out)
+            clear_stale_checkpoints(out)
         record = {"ablation": ablation, "variant": variant, "seed": seed, "scale": scale, "paper": paper,
                   "config": cfg, "requested_config": cfg, "status": "running", "pid": os.getpid(),
                   "host": socket.gethostname(),

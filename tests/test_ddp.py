@@ -6,7 +6,7 @@ import os
 import pytest
 
 from reproduce.ablation import run_ablation
-from reproduce.distributed import is_launch_rank_zero, launch_tag, resume_checkpoint
+from reproduce.distributed import clear_stale_checkpoints, is_launch_rank_zero, launch_tag, resume_checkpoint
 from reproduce.records import read_record, record_path
 
 DDP_ABLATION = {
@@ -64,3 +64,9 @@ def test_rank_detection_and_resume_choice(tmp_path, monkeypatch):
     hpc.write_text("x")
     os.utime(last, (1, 1))
     assert resume_checkpoint(tmp_path, {"status": "running"}) == hpc  # the newer (SLURM requeue) one
+    versioned = tmp_path / "checkpoints" / "last-v1.ckpt"  # left beside a stale last.ckpt by older runs
+    versioned.write_text("x")
+    os.utime(hpc, (1, 1))
+    assert resume_checkpoint(tmp_path, {"status": "running"}) == versioned
+    clear_stale_checkpoints(tmp_path)  # a fresh start leaves nothing of an earlier attempt
+    assert not [*tmp_path.rglob("*.ckpt")] and resume_checkpoint(tmp_path, {"status": "interrupted"}) is None
