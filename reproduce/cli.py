@@ -98,12 +98,12 @@ def _print_run(rec: dict) -> None:
 
 
 def cmd_fit(args) -> int:
-    from .config import apply_sets, deep_merge, load_scale, load_yaml
+    from .config import load_scale, load_yaml, merge_layers
     from .train import run_one
 
     cfg = load_yaml(args.config)
     name = Path(args.config).stem
-    full = apply_sets(deep_merge(load_scale(args.scale), cfg), args.set)
+    full = merge_layers([load_scale(args.scale), cfg], args.set)
     rec = run_one(ablation="fit", variant=name, seed=args.seed, scale=args.scale, cfg=full,
                   paper=cfg.get("paper", "suite"), runs_root=args.runs_root)
     _print_run(rec)

@@ -106,7 +106,14 @@ def _scale_layers(ablation: dict, scale: str) -> list[dict]:
 
 def resolve_scale(ablation: dict, scale: str) -> dict:
     """The scale layers of a run config (scale file and the ablation's ``scales:`` sections, no variant)."""
-    return _settle_alternatives(deep_merge(*_scale_layers(ablation, scale)), _scale_layers(ablation, scale))
+    return merge_layers(_scale_layers(ablation, scale))
+
+
+def merge_layers(layers: list[dict | None], sets: list[str] | None = None) -> dict:
+    """Deep-merge config layers, apply ``--set`` overrides, then keep of each :data:`ALTERNATIVES`
+    group only the key the latest layer set."""
+    cfg = apply_sets(deep_merge(*layers), sets)
+    return _settle_alternatives(cfg, [*layers, apply_sets({}, sets)])
 
 
 # Keys that set one thing in different units. The layer that comes last (``--set`` included) decides
@@ -175,9 +182,7 @@ def resolve_run_config(ablation: dict, variant: str, scale: str, sets: list[str]
         raise _unknown("variant", variant, list(variants))
     v = {k: val for k, val in variants[variant].items() if k not in ("label", "paper", "note", "scales")}
     v_scales = [(variants[variant].get("scales") or {}).get(s) for s in scale_chain(ablation, scale)]
-    layers = [*_scale_layers(ablation, scale), v, *v_scales]
-    cfg = apply_sets(deep_merge(*layers), sets)
-    return _settle_alternatives(cfg, [*layers, apply_sets({}, sets)])
+    return merge_layers([*_scale_layers(ablation, scale), v, *v_scales], sets)
 
 
 def closest(name: str, valid: list[str]) -> str | None:
