@@ -52,10 +52,16 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
     for r in recs:
         path = record_path(ablation, r["variant"], r["seed"], runs_root)
         ckpt = newest_last_checkpoint(path.parent)
-        if ckpt is None or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ckpt.stat().st_mtime)) < r["started"]:
-            missing.append(f"{r['variant']}/seed{r['seed']}")  # none, or an earlier attempt's
+        name = f"{r['variant']}/seed{r['seed']}"
+        if ckpt is None or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ckpt.stat().st_mtime)) < r.get("started", ""):
+            missing.append(name)  # none, or an earlier attempt's
             continue
-        runs.append({"variant": r["variant"], "seed": r["seed"], "path": path, "detector": _load_detector(ckpt),
+        try:
+            det = _load_detector(ckpt)
+        except Exception as e:  # e.g. a pretrained-weights path of the run's config is gone
+            missing.append(f"{name} ({type(e).__name__}: {str(e)[:120]})")
+            continue
+        runs.append({"variant": r["variant"], "seed": r["seed"], "path": path, "detector": det,
                      "size": int(r["config"]["data"]["image_size"]), "times": [], "mins": []})
     if missing:
         log(f"no checkpoint of this attempt (not measured; the table falls back to per-run FPS): {', '.join(missing)}")
