@@ -62,3 +62,20 @@ def test_detectors_train_and_eval(det):
     assert all(torch.isfinite(v) for v in losses.values())
     out = m.eval()(imgs)
     assert len(out) == 2 and set(out[0]) >= {"boxes", "labels", "scores"}
+
+
+def test_fit_runs_one_model_config(tmp_path, monkeypatch, capsys):
+    """``reproduce fit``: one run from a model config on top of a scale, recorded like an ablation run;
+    of warmup_steps / warmup_epochs only the later layer's key is kept."""
+    from reproduce.records import read_record, record_path
+
+    monkeypatch.chdir(tmp_path)  # data/ goes here
+    runs = tmp_path / "runs"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {backbone: resnet18_fpn, detector: retinanet}\n"
+                   "data: {image_size: 64, train_images: 8, val_images: 4, batch_size: 4}\n"
+                   "optimizer: {warmup_epochs: 1}\nlogger: {wandb: false}\n")
+    assert main(["fit", "--config", str(cfg), "--scale", "smoke", "--runs-root", str(runs)]) == 0
+    rec = read_record(record_path("fit", "tiny", 0, runs))
+    assert rec["status"] == "completed" and rec["metrics"]["AP"] >= 0
+    assert rec["config"]["optimizer"]["warmup_epochs"] == 1 and "warmup_steps" not in rec["config"]["optimizer"]
