@@ -16,10 +16,16 @@ time, the step's record path) is stored in the detection record under ``prepare`
 show the cost of pretraining or search beside the result.
 
 Steps are keyed by a hash of their config (and the run seed when ``per_seed: true``), so the
-variants and seeds that share a step share its result and it runs once.
+variants and seeds that share a step share its result and it runs once. Runs started at the same
+moment (``--jobs N``, a SLURM array) would both find no record and both start the step, so each step
+runs under an exclusive lock on ``<step dir>.lock`` (``fcntl.flock``; on a cluster file system that
+does not support it the preparers' own wait on a ``running`` record remains): the second run blocks
+until the first has finished and then reuses its record.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 from pathlib import Path
@@ -45,6 +51,22 @@ def step_dir(kind: str, step: dict, seed: int, runs_root=None) -> Path:
     return Path(runs_root or RUNS_DIR) / "_prepare" / kind / key
 
 
+@contextlib.contextmanager
+def step_lock(out: Path):
+    """Hold an exclusive lock on ``<out>.lock`` (blocks while another process holds it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock: fall back to the preparers' record wait
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _load_builtin() -> None:
     # modules that register preparers; imported lazily (they pull in Lightning modules)
     import importlib
@@ -68,7 +90,9 @@ def run_preparers(cfg: dict, seed: int, runs_root=None) -> tuple[dict, list[dict
         kind = step.get("kind")
         if kind not in _PREPARERS:
             raise ValueError(f"unknown prepare step {kind!r}; valid: {', '.join(sorted(_PREPARERS)) or 'none registered'}")
-        overrides, info = _PREPARERS[kind](step, cfg=cfg, seed=seed, out=step_dir(kind, step, seed, runs_root))
+        out = step_dir(kind, step, seed, runs_root)
+        with step_lock(out):
+            overrides, info = _PREPARERS[kind](step, cfg=cfg, seed=seed, out=out)
         cfg = deep_merge(cfg, overrides)
         infos.append({"kind": kind, **info})
     return cfg, infos
