@@ -18,11 +18,14 @@ from pathlib import Path
 
 from .topology import resolve
 
-FIGURES = {  # figure name -> architecture name in ARCHITECTURES
+FIGURES = {  # figure name -> architecture name in ARCHITECTURES, or (name, spec table with other connections)
     "spinenet49": "spinenet49",
     "r0_sp53": "r0_sp53",
     "hourglass": "r0_sp53_hourglass",
     "fish": "r0_sp53_fish",
+    # the fixed orders with the connections found by the suite's search (spinenet_scale_permutation rows)
+    "hourglass_searched": ("r0_sp53_hourglass", "reproduce/models/spinenet/found/hourglass.json"),
+    "fish_searched": ("r0_sp53_fish", "reproduce/models/spinenet/found/fish.json"),
     "no_short": "r0_sp53_no_short",
     "no_long": "r0_sp53_no_long",
     "sequential": "r0_sp53_sequential",
@@ -132,8 +135,11 @@ def draw_model_graph(name: str, out_path, specs=None) -> Path:
 
 def draw_all(out_dir="reports/figures") -> list[Path]:
     """Write every figure of ``FIGURES`` to ``out_dir/spinenet_graph_<name>.png``."""
-    return [_draw_arch(arch_name, Path(out_dir) / f"spinenet_graph_{fig_name}.png")
-            for fig_name, arch_name in FIGURES.items()]
+    out = []
+    for fig_name, arch in FIGURES.items():
+        arch_name, specs = arch if isinstance(arch, tuple) else (arch, None)
+        out.append(_draw_arch(arch_name, Path(out_dir) / f"spinenet_graph_{fig_name}.png", specs))
+    return out
 
 
 if __name__ == "__main__":
