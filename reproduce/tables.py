@@ -321,6 +321,23 @@ def plot_speed_accuracy(summary: dict, path: Path) -> Path | None:
                    f"{summary['ablation']['name']} ({summary['scale']}): speed vs accuracy")
 
 
+def plot_searched_archs(name: str, scale: str, runs_root, out_dir: Path) -> list[Path]:
+    """NATS rows (issue 7, the paper's discovered transformation): one heat map of the searched
+    dilations per stage and layer for each distinct ``nats_search`` arch that the completed records of
+    ``scale`` trained, ``<out_dir>/<name>_<scale>_<variant>_dilations.png`` (``-k`` suffix from the
+    second distinct arch of a variant on). Nothing for ablations without a searched arch."""
+    from .models.nats_figure import plot_arch, search_costs
+
+    recs = [r for r in load_records(name, runs_root) if r.get("scale") == scale]
+    out = []
+    for variant, info in sorted(search_costs(recs).items()):
+        for k, arch in enumerate(a for a in info["arch"] if Path(a).is_file()):
+            suffix = f"-{k}" if k else ""
+            out.append(plot_arch(arch, out_dir / f"{name}_{scale}_{variant}{suffix}_dilations.png",
+                                 title=f"{name} ({scale}), {variant}: searched dilations{suffix}"))
+    return out
+
+
 def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) -> list[Path]:
     """Write ``reports/<name>.md/.csv/.tex`` (+ curves figure) for every scale with records (cpu when none)."""
     abl = load_ablation(name)
@@ -347,6 +364,9 @@ def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) ->
             if sp:
                 md.append(f"![speed vs accuracy](figures/{sp.name})\n")
                 written.append(sp)
+        for fig in plot_searched_archs(name, scale, runs_root, reports / "figures"):
+            md.append(f"![searched dilations: {fig.stem}](figures/{fig.name})\n")
+            written.append(fig)
         header, body, _ = build_rows(s)
         csv_rows += [["scale"] + header] + [[scale] + row for row in body]
         tex.append(render_tex(s))

@@ -133,6 +133,13 @@ def test_detection_run_trains_the_derived_network(install_ablation, runs_root):
     assert not any("arch_alpha" in k for k in ckpt["state_dict"])
     costs = search_costs(list(recs.values()))
     assert set(costs) == {"nats"} and costs["nats"]["searches"] == 1 and costs["nats"]["epochs"] == 1
+    # the table of the ablation links a figure of the searched dilations of the nats row only
+    from reproduce.tables import write_ablation_tables
+
+    written = write_ablation_tables("t_nats", runs_root, reports=runs_root / "reports")
+    figs = [p.name for p in written if p.name.endswith("_dilations.png")]
+    assert figs == ["t_nats_smoke_nats_dilations.png"]
+    assert f"](figures/{figs[0]})" in (runs_root / "reports" / "t_nats.md").read_text()
 
 
 def _expand_all(tmp_path, monkeypatch):
