@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -50,15 +51,35 @@ class CurveRecorder(Callback):
             self.curve.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step, **m})
 
 
+# how torch's DataLoader reports a worker that a signal ended (torch/csrc/DataLoader.cpp)
+_WORKER_STOPPED = re.compile(r"DataLoader worker \(pid[^)]*\) is killed by signal: (Terminated|Interrupt)")
+
+
+def stopped_from_outside(e: BaseException) -> bool:
+    """Whether ``e`` (or an exception it was raised from) is a DataLoader worker ended by SIGTERM or
+    SIGINT. Ctrl-C in a terminal, ``kill`` of the process group, and SLURM's scancel or preemption
+    signal the workers as well as the main process, and the main process often learns of the workers'
+    death first: the run was stopped from outside (interrupted, resumes), it did not fail. A worker
+    killed by SIGKILL (the OOM killer) stays a failure."""
+    while e is not None:
+        if isinstance(e, RuntimeError) and _WORKER_STOPPED.search(str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 class FailAtStep(Callback):
     """``debug.fail_at_step: N`` raises at step N (``debug.interrupt: true``: a KeyboardInterrupt, as
-    Ctrl-C would): exercises the failure and interruption paths end to end (tests)."""
+    Ctrl-C would; ``debug.interrupt: worker``: the error of a DataLoader worker ended by SIGTERM, as a
+    stop of the whole process group gives): exercises the failure and interruption paths end to end (tests)."""
 
-    def __init__(self, step: int, interrupt: bool = False):
+    def __init__(self, step: int, interrupt: bool | str = False):
         self.step, self.interrupt = step, interrupt
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step >= self.step:
+            if self.interrupt == "worker":
+                raise RuntimeError(f"DataLoader worker (pid {os.getpid()}) is killed by signal: Terminated. ")
             if self.interrupt:
                 raise KeyboardInterrupt
             raise RuntimeError(f"injected failure at step {trainer.global_step} (debug.fail_at_step)")
@@ -176,7 +197,9 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         curve = CurveRecorder()
         callbacks = [curve]
         if (cfg.get("debug") or {}).get("fail_at_step") is not None:
-            callbacks.append(FailAtStep(int(cfg["debug"]["fail_at_step"]), bool(cfg["debug"].get("interrupt", False))))
+            interrupt = cfg["debug"].get("interrupt", False)
+            callbacks.append(FailAtStep(int(cfg["debug"]["fail_at_step"]),
+                                        interrupt if interrupt == "worker" else bool(interrupt)))
         trainer = build_trainer(cfg, out, loggers, callbacks)
         record["world_size"] = trainer.world_size
         record["per_device_batch"] = int(cfg["data"]["batch_size"]) // trainer.world_size
@@ -198,6 +221,9 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         status, exc_info = "interrupted", f"{type(e).__name__} (Ctrl-C / SIGTERM); resumes from last.ckpt"
         raise
     except Exception as e:  # any failure is recorded; the ablation carries on with the others
+        if stopped_from_outside(e):  # the process group was stopped: interrupted, and stop here too
+            status, exc_info = "interrupted", f"{e.__class__.__name__}: {e}(stopped from outside); resumes from last.ckpt"
+            raise KeyboardInterrupt from e
         exc_info = e
         record["error"] = f"{type(e).__name__}: {e}"
         record["traceback"] = traceback.format_exc()

@@ -141,6 +141,29 @@ def test_ctrl_c_during_fit_is_recorded_interrupted_then_resumes(test_configs, ru
     assert needs_run(rec)
 
 
+def test_dataloader_worker_ended_by_sigterm_is_interrupted_not_failed(test_configs, runs_root):
+    """A stop of the whole process group (scancel, preemption, kill) often reaches the main process as a
+    DataLoader worker's death first; the record must say interrupted (it resumes), not failed."""
+    from reproduce.train import stopped_from_outside
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["debug.fail_at_step=1", "debug.interrupt=worker"],
+                     isolate=False, runs_root=runs_root, log=lambda *a: None)
+    rec = read_record(record_path("t_abl", "good", 0, runs_root))
+    assert rec["status"] == "interrupted" and "stopped from outside" in rec["error"]
+    assert needs_run(rec)
+    # a worker killed by SIGKILL (the OOM killer) is a failure; so is any other error
+    assert not stopped_from_outside(RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. "))
+    assert not stopped_from_outside(ValueError("DataLoader worker (pid 7) is killed by signal: Terminated. "))
+    try:
+        try:
+            raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Interrupt. ")
+        except RuntimeError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert stopped_from_outside(outer)
+
+
 def test_record_of_another_scale_is_an_error_and_kept(test_configs, runs_root):
     """A completed cpu-scale record is not taken for a paper-scale run: a clear error, the record untouched."""
     path = record_path("t_abl", "good", 0, runs_root)
