@@ -130,29 +130,68 @@ def submit_array(specs: list, opts: dict, runs_root: str | Path | None = None, c
     return jobs
 
 
+def _step_dirs(spec, runs_root) -> frozenset[str]:
+    """The ``runs/_prepare`` step directories (hence step locks) that ``spec``'s run goes through."""
+    from .prepare import step_dir
+
+    steps = (getattr(spec, "config", None) or {}).get("prepare") or []
+    return frozenset(str(step_dir(s.get("kind"), s, spec.seed, runs_root)) for s in steps if isinstance(s, dict))
+
+
 def run_parallel(specs: list, jobs: int, run: Callable, runs_root: str | Path | None = None) -> list[dict]:
     """Run ``run(spec, env)`` for each spec, ``jobs`` at a time (threads that each wait on a run
-    process); Ctrl-C stops every run (each records itself ``interrupted``) and cancels the rest."""
+    process); Ctrl-C stops every run (each records itself ``interrupted``) and cancels the rest.
+
+    Order: the specs go in the given order, except that a run whose preparation step (pretraining,
+    search: :mod:`reproduce.prepare`) is being done by a run started here waits behind runs that do
+    not need it. Started next to each other, the second would only block on the step's lock, leaving
+    its core idle for the whole pretraining or search; it starts anyway when nothing else is left."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     stop = threading.Event()
+    cond = threading.Condition()
+    pending = [(spec, _step_dirs(spec, runs_root)) for spec in specs]
+    owned: set[str] = set()  # step dirs a running run of this pool may still be preparing
+    settled: set[str] = set()  # step dirs whose first run here has finished (the step is done or failed)
+
+    def take():
+        with cond:
+            if not pending:
+                return None, frozenset()
+            i = next((k for k, (_, d) in enumerate(pending) if not d & owned), 0)
+            spec, dirs = pending.pop(i)
+            mine = dirs - owned - settled
+            owned.update(mine)
+            return spec, mine
 
     def one(spec):
-        if stop.is_set():
-            return None
         rec = read_record(record_path(spec.ablation, spec.variant, spec.seed, runs_root))
         if not needs_run(rec):  # another process took it meanwhile
             return rec
         return run(spec, env)
 
+    def worker():
+        out = []
+        while not stop.is_set():
+            spec, mine = take()
+            if spec is None:
+                break
+            try:
+                rec = one(spec)
+            finally:
+                with cond:
+                    owned.difference_update(mine)
+                    settled.update(mine)
+            if rec is not None:
+                out.append(rec)
+        return out
+
     results = []
     pool = ThreadPoolExecutor(max_workers=jobs)
-    futures = [pool.submit(one, s) for s in specs]
+    futures = [pool.submit(worker) for _ in range(min(jobs, len(specs)))]
     try:
         for fut in as_completed(futures):
-            rec = fut.result()  # re-raises KeyboardInterrupt of an interrupted run
-            if rec is not None:
-                results.append(rec)
+            results.extend(fut.result())  # re-raises KeyboardInterrupt of an interrupted run
     except BaseException:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)

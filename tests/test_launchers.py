@@ -122,6 +122,36 @@ def test_local_jobs_run_at_once_and_skip_taken_runs(launch_configs, runs_root):
     assert all(e is not None for e in envs)
 
 
+def test_local_jobs_defer_runs_waiting_on_a_step_another_run_prepares(runs_root):
+    """Two runs that share a pretraining step are not started side by side while other runs are left:
+    the second would only block on the step's lock (reproduce.prepare.step_lock) and idle its core."""
+    from types import SimpleNamespace
+
+    step = {"kind": "pretrain", "epochs": 1}
+
+    def spec(variant, seed, prepare, secs):
+        return SimpleNamespace(ablation="order_abl", variant=variant, seed=seed, secs=secs,
+                               config={"prepare": [step]} if prepare else {})
+
+    lock, started = threading.Lock(), []
+
+    def fake_run(s, env):
+        with lock:
+            started.append(f"{s.variant}{s.seed}")
+        time.sleep(s.secs)
+        return {"variant": s.variant, "seed": s.seed, "status": "completed"}
+
+    specs = [spec("pre", 0, True, 0.6), spec("pre", 1, True, 0.1), spec("plain", 0, False, 0.2),
+             spec("plain", 1, False, 0.2)]
+    recs = run_parallel(specs, 2, fake_run, runs_root)
+    assert len(recs) == 4 and started == ["pre0", "plain0", "plain1", "pre1"]
+    # nothing else left: the second starts at once and waits on the lock rather than on the first run
+    started.clear()
+    t0 = time.monotonic()
+    run_parallel([spec("again", 0, True, 0.4), spec("again", 1, True, 0.4)], 2, fake_run, runs_root)
+    assert sorted(started) == ["again0", "again1"] and time.monotonic() - t0 < 0.75
+
+
 @pytest.mark.slow
 def test_local_jobs_two_real_runs(launch_configs, runs_root):
     recs = run_ablation("l_abl", "smoke", seeds=1, jobs=2, runs_root=runs_root, log=lambda *a: None)
