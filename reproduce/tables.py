@@ -35,6 +35,18 @@ TAG_TEXT = {
 }
 
 
+def detection_wall_s(record: dict) -> float:
+    """Wall time of a run's own training + evaluation: ``wall_time_s`` less the time its preparation
+    steps took in that process (a pretraining or search it ran, or its wait on another run's step).
+    Records older than ``prepare_time_s`` lose the wall time of the steps they ran themselves."""
+    wall = float(record.get("wall_time_s") or 0.0)
+    if record.get("prepare_time_s") is not None:
+        return wall - float(record["prepare_time_s"])
+    ran = sum(float(step.get("wall_time_s") or 0.0) for step in record.get("prepare") or []
+              if step.get("reused") is False and step.get("searched", True))
+    return wall - ran
+
+
 def _mean_std(vals: list[float]) -> tuple[float, float]:
     if not vals:
         return math.nan, math.nan
@@ -96,7 +108,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
                 if step.get("wall_time_s") is not None and step.get("searched", True):
                     costs.setdefault(step["kind"], {})[str(step.get("record"))] = step["wall_time_s"] / 60
         row["prepare_min"] = {k: statistics.fmean(v.values()) for k, v in costs.items()}
-        wall = [r.get("wall_time_s", 0) for r in done]
+        wall = [detection_wall_s(r) for r in done]
         row["wall_min"] = statistics.fmean(wall) / 60 if wall else math.nan
         rows.append(row)
     return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs, "side_by_side": side}
@@ -217,7 +229,8 @@ def render_markdown(summary: dict) -> str:
              f"mean ± std over n seeds; other metric columns are means. "
              f"FLOPs = multiply-adds at {d.get('image_size')}x{d.get('image_size')} input (torch.utils.flop_counter / 2). "
              f"{_fps_note(summary)} "
-             f"Run (min): mean wall time of one run (training + evaluation), on a machine that may be shared."]
+             f"Run (min): mean wall time of one run (training + evaluation, without the pretraining / search it "
+             f"prepared or waited for, whose cost has its own column), on a machine that may be shared."]
     if abl.get("scale_note", {}).get(scale):
         notes.append("Scale-down: " + abl["scale_note"][scale].strip())
     for t in sorted(set(tags)):

@@ -183,6 +183,9 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
     prev_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if _main_thread() else None
     try:
         cfg, record["prepare"] = run_preparers(cfg, seed, runs_root)
+        # time in the preparation steps (a pretraining / search run here, or a wait on another run's step
+        # lock): part of wall_time_s, not of the detection run's own cost (tables subtract it)
+        record["prepare_time_s"] = round(time.time() - t0, 2)
         record["config"] = cfg
         pl.seed_everything(seed, workers=True, verbose=False)
         dm = DetectionDataModule(cfg["data"], seed=seed)

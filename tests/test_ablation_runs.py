@@ -199,6 +199,18 @@ def test_completed_record_of_another_config_is_an_error_until_rerun_changed(test
     assert run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.001"], **quiet)[0]["started"] == rec["started"]
 
 
+def test_run_wall_time_leaves_out_preparation_steps():
+    from reproduce.tables import detection_wall_s
+
+    assert detection_wall_s({"wall_time_s": 100.0, "prepare_time_s": 30.0}) == 70.0
+    # records written before prepare_time_s: the steps the run did itself are subtracted, reused ones not
+    old = {"wall_time_s": 1962.0, "prepare": [{"kind": "pretrain", "reused": True, "wall_time_s": 450.0},
+                                              {"kind": "nats_search", "reused": False, "wall_time_s": 928.0},
+                                              {"kind": "nats_search", "searched": False}]}
+    assert detection_wall_s(old) == 1962.0 - 928.0
+    assert detection_wall_s({"wall_time_s": 5.0}) == 5.0
+
+
 def test_table_cell_shows_std_only_with_two_or_more_seeds():
     from reproduce.tables import _fmt
 
