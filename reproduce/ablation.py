@@ -10,7 +10,8 @@ OOM kill) of one run is then recorded as ``failed`` with its exit code, and memo
 between runs. Ctrl-C stops the ablation; the current run is recorded ``interrupted`` and resumes from
 its last checkpoint on the next call.
 
-Launchers (:mod:`reproduce.launchers`): ``local`` runs one run after another, or ``jobs`` at once;
+Launchers (:mod:`reproduce.launchers`): ``local`` runs one run after another, or ``jobs`` at once, seed-major
+(seed 0 of every variant first, so a stopped ablation already has a whole table at n=1);
 ``slurm`` submits the pending runs as a submitit job array. ``dry_run`` prints each run's resolved
 config, params, FLOPs and estimated device-hours instead (:mod:`reproduce.dry_run`).
 """
@@ -154,6 +155,10 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
         if multi:
             raise ValueError(f"{multi}: a multi-device (DDP) run needs its own process, whose command line "
                              "Lightning re-runs for the other ranks; drop --in-process")
+
+    # seed 0 of every variant first, then seed 1, ...: an ablation stopped half-way has every row at n=1
+    # (a whole first table) rather than some rows at n=3 and the others not run
+    pending.sort(key=lambda s: s.seed)
 
     def one(spec: RunSpec, env: dict | None = None) -> dict:
         log(f"{tags[id(spec)]}: running")

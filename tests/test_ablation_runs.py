@@ -199,6 +199,16 @@ def test_completed_record_of_another_config_is_an_error_until_rerun_changed(test
     assert run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.001"], **quiet)[0]["started"] == rec["started"]
 
 
+def test_local_runs_go_seed_major(test_configs, runs_root, monkeypatch):
+    """Seed 0 of every variant runs before any seed 1: a stopped ablation has a whole table at n=1."""
+    order = []
+    monkeypatch.setattr("reproduce.train.run_one", lambda **kw: order.append((kw["variant"], kw["seed"]))
+                        or {"status": "completed"})
+    run_ablation("t_abl", "smoke", seeds=2, isolate=False, runs_root=runs_root, log=lambda *a: None)
+    variants = list(dict.fromkeys(v for v, _ in order))
+    assert len(variants) > 1 and order == [(v, s) for s in (0, 1) for v in variants]
+
+
 def test_run_wall_time_leaves_out_preparation_steps():
     from reproduce.tables import detection_wall_s
 
