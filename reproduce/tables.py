@@ -136,14 +136,26 @@ def _threads_note(summary: dict) -> str:
     return f" with {'/'.join(str(t) for t in threads)} thread{'s' if threads != [1] else ''}"
 
 
+def claim_variants(claim: dict) -> tuple[str, str]:
+    """The two variants a claim compares: ``{better, worse}`` (an ordering) or ``{close, to}`` (the first
+    comes close to the second: at most ``tolerance``, relative, below it; not bounded above)."""
+    if "close" in claim:
+        return claim["close"], claim["to"]
+    return claim["better"], claim["worse"]
+
+
 def verdicts(summary: dict) -> list[str]:
-    """One line per claim in ``table.claims``: ``{better, worse, metric, source}``."""
+    """One line per claim in ``table.claims``: ``{better, worse, metric, source}`` or
+    ``{close, to, tolerance, metric, source}``."""
     rows = {r["variant"]: r for r in summary["rows"]}
     out = []
     for c in summary["ablation"].get("table", {}).get("claims", []):
         m = c.get("metric", summary["ablation"].get("table", {}).get("primary", "AP"))
-        b, w = rows.get(c["better"]), rows.get(c["worse"])
-        desc = f"{c['better']} > {c['worse']} on {m}"
+        first, second = claim_variants(c)
+        b, w = rows.get(first), rows.get(second)
+        tol = float(c.get("tolerance", 0.0))
+        desc = (f"{first} within {tol:.0%} of {second} (or above it) on {m}" if "close" in c
+                else f"{first} > {second} on {m}")
         if c.get("source"):
             desc += f" ({c['source']})"
         if not b or not w or b["n"] == 0 or w["n"] == 0:
@@ -154,6 +166,15 @@ def verdicts(summary: dict) -> list[str]:
         spread = max(sb, sw)
         k = 1.0 if m == "FPS" else 100.0
         nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
+        if "close" in c:
+            rel = diff / mw if mw else math.inf
+            if diff >= -tol * abs(mw):
+                out.append(f"- {desc}: **reproduced** ({nums}, {rel:+.0%})")
+            elif -diff <= 2 * spread:
+                out.append(f"- {desc}: **not reproduced, but within 2x the seed std** ({nums}, {rel:+.0%})")
+            else:
+                out.append(f"- {desc}: **not reproduced** ({nums}, {rel:+.0%}, beyond the seed spread)")
+            continue
         if diff > 0:
             strength = "beyond the seed spread" if diff > 2 * spread else "within 2x the seed std, so weak"
             out.append(f"- {desc}: **reproduced** ({nums}, {strength})")

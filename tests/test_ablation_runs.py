@@ -209,6 +209,22 @@ def test_local_runs_go_seed_major(test_configs, runs_root, monkeypatch):
     assert len(variants) > 1 and order == [(v, s) for s in (0, 1) for v in variants]
 
 
+def test_close_claim_verdicts():
+    from reproduce.tables import verdicts
+
+    def summary(a, b, std=0.0):
+        rows = [{"variant": "scratch", "n": 3, "metrics": {"AP": (a, std, 3)}},
+                {"variant": "pre", "n": 3, "metrics": {"AP": (b, std, 3)}}]
+        claim = {"close": "scratch", "to": "pre", "tolerance": 0.1, "metric": "AP", "source": "s"}
+        return {"rows": rows, "ablation": {"table": {"primary": "AP", "claims": [claim]}}}
+
+    assert "**reproduced** (28.0 vs 30.0, gap -2.0, -7%)" in verdicts(summary(0.28, 0.30))[0]
+    assert "**reproduced**" in verdicts(summary(0.35, 0.30))[0]  # above it counts
+    assert "**not reproduced** (20.0 vs 30.0" in verdicts(summary(0.20, 0.30))[0]
+    assert "within 2x the seed std" in verdicts(summary(0.20, 0.30, std=0.06))[0]
+    assert "within 10% of pre (or above it)" in verdicts(summary(0.20, 0.30))[0]
+
+
 def test_run_wall_time_leaves_out_preparation_steps():
     from reproduce.tables import detection_wall_s
 
