@@ -210,8 +210,8 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
         ours = _fmt(mean, std, n) if r["n"] else ("failed" if r["failed"] else _status(r, total))
         p = r["paper"]
         pv = p.get(primary)
-        if pv is None:
-            paper = "–"
+        if pv is None:  # "–": no such row in the paper; table.paper_missing (e.g. "not available"): a number not known
+            paper = abl.get("table", {}).get("paper_missing", "–")
         else:
             marker = _tag_marker(p.get("tag"))
             if p.get("tag"):

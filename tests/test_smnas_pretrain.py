@@ -215,7 +215,7 @@ def test_smoke_ablation_loads_pretrained_trunk(smnas_configs, runs_root):
     reports = smnas_configs.parent / "reports"
     paths = write_ablation_tables(NAME, runs_root=runs_root, reports=reports)
     md = paths[0].read_text()
-    assert "| BN + pretraining |" in md and "| BN, from scratch | not run |" in md
+    assert "| BN + pretraining |" in md and "| BN, from scratch | not run | not available |" in md
     assert "not available" in md and "not tested" in md
     fig = reports / "figures" / f"{NAME}_smoke_curves.png"
     assert fig in paths and fig.stat().st_size > 1000
