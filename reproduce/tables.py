@@ -103,11 +103,15 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["fps"] = row["metrics"]["FPS"]
         # cost of preparation steps (pretraining, architecture search): one value per distinct step run
         costs: dict[str, dict[str, float]] = {}
+        epochs: dict[str, set] = {}
         for r in done:
             for step in r.get("prepare") or []:
                 if step.get("wall_time_s") is not None and step.get("searched", True):
                     costs.setdefault(step["kind"], {})[str(step.get("record"))] = step["wall_time_s"] / 60
+                    if step.get("epochs") is not None:
+                        epochs.setdefault(step["kind"], set()).add(step["epochs"])
         row["prepare_min"] = {k: statistics.fmean(v.values()) for k, v in costs.items()}
+        row["prepare_epochs"] = {k: sorted(v) for k, v in epochs.items()}
         wall = [detection_wall_s(r) for r in done]
         row["wall_min"] = statistics.fmean(wall) / 60 if wall else math.nan
         rows.append(row)
@@ -192,6 +196,14 @@ def _status(row: dict, total_seeds: int) -> str:
     return ", ".join(parts) or "not run"
 
 
+def _cost_cell(row: dict, kind: str) -> str:
+    """A preparation step's cost: wall minutes, and its epochs when recorded (e.g. ``7.5 (8 ep)``)."""
+    if kind not in row.get("prepare_min", {}):
+        return "–"
+    eps = row.get("prepare_epochs", {}).get(kind)
+    return f"{row['prepare_min'][kind]:.1f}" + (f" ({'/'.join(str(e) for e in eps)} ep)" if eps else "")
+
+
 def _num(v, div, digits=2):
     return "–" if v is None else f"{v / div:.{digits}f}"
 
@@ -226,7 +238,7 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
         cells += [_num(r["params"], 1e6), _num(r["macs"], 1e9, 3),
                   f"{r['fps'][0]:.1f}" if r["fps"][2] else "–",
                   "–" if math.isnan(r["wall_min"]) else f"{r['wall_min']:.1f}"]
-        cells += [f"{r['prepare_min'][k]:.1f}" if k in r.get("prepare_min", {}) else "–" for k in kinds]
+        cells += [_cost_cell(r, k) for k in kinds]
         cells.append(_status(r, total))
         body.append(cells)
     return header, body, used_tags

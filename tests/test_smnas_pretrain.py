@@ -217,5 +217,6 @@ def test_smoke_ablation_loads_pretrained_trunk(smnas_configs, runs_root):
     md = paths[0].read_text()
     assert "| BN + pretraining |" in md and "| BN, from scratch | not run | not available |" in md
     assert "not available" in md and "not tested" in md
+    assert "pretrain cost (min)" in md and " (1 ep) |" in md  # the pretraining's cost: wall time and epochs
     fig = reports / "figures" / f"{NAME}_smoke_curves.png"
     assert fig in paths and fig.stat().st_size > 1000
