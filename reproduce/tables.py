@@ -165,25 +165,30 @@ def verdicts(summary: dict) -> list[str]:
         if not b or not w or b["n"] == 0 or w["n"] == 0:
             out.append(f"- {desc}: **not tested** (a variant has no completed run)")
             continue
-        (mb, sb, _), (mw, sw, _) = b["metrics"][m], w["metrics"][m]
+        (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
         diff = mb - mw
         spread = max(sb, sw)
+        one_seed = min(nb, nw) < 2  # no seed spread to judge the gap against yet
         k = 1.0 if m == "FPS" else 100.0
         nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
         if "close" in c:
             rel = diff / mw if mw else math.inf
             if diff >= -tol * abs(mw):
-                out.append(f"- {desc}: **reproduced** ({nums}, {rel:+.0%})")
+                out.append(f"- {desc}: **reproduced** ({nums}, {rel:+.0%}{', one seed' if one_seed else ''})")
+            elif one_seed:
+                out.append(f"- {desc}: **not reproduced** ({nums}, {rel:+.0%}, one seed: no seed spread yet)")
             elif -diff <= 2 * spread:
                 out.append(f"- {desc}: **not reproduced, but within 2x the seed std** ({nums}, {rel:+.0%})")
             else:
                 out.append(f"- {desc}: **not reproduced** ({nums}, {rel:+.0%}, beyond the seed spread)")
             continue
         if diff > 0:
-            strength = "beyond the seed spread" if diff > 2 * spread else "within 2x the seed std, so weak"
+            strength = ("one seed: no seed spread yet" if one_seed else
+                        "beyond the seed spread" if diff > 2 * spread else "within 2x the seed std, so weak")
             out.append(f"- {desc}: **reproduced** ({nums}, {strength})")
         else:
-            strength = "beyond the seed spread" if -diff > 2 * spread else "within 2x the seed std"
+            strength = ("one seed: no seed spread yet" if one_seed else
+                        "beyond the seed spread" if -diff > 2 * spread else "within 2x the seed std")
             out.append(f"- {desc}: **not reproduced** ({nums}, {strength})")
     return out
 
@@ -328,6 +333,9 @@ def plot_curves(summary: dict, path: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     return _finish(fig, ax, path, "epoch", f"val {primary} x 100",
                    f"{summary['ablation']['name']} ({summary['scale']}): mean, band = min/max over seeds")
 

@@ -223,6 +223,12 @@ def test_close_claim_verdicts():
     assert "**not reproduced** (20.0 vs 30.0" in verdicts(summary(0.20, 0.30))[0]
     assert "within 2x the seed std" in verdicts(summary(0.20, 0.30, std=0.06))[0]
     assert "within 10% of pre (or above it)" in verdicts(summary(0.20, 0.30))[0]
+    one = summary(0.20, 0.30)
+    for r in one["rows"]:
+        r["metrics"]["AP"] = (r["metrics"]["AP"][0], 0.0, 1)
+    assert "one seed: no seed spread yet" in verdicts(one)[0]
+    one["ablation"]["table"]["claims"] = [{"better": "pre", "worse": "scratch"}]
+    assert "**reproduced** (30.0 vs 20.0, gap +10.0, one seed: no seed spread yet)" in verdicts(one)[0]
 
 
 def test_run_wall_time_leaves_out_preparation_steps():
