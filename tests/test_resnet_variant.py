@@ -33,6 +33,27 @@ def test_standardized_weight_zero_mean_unit_std_per_output_channel():
     assert torch.allclose(conv(x), ref, atol=1e-6)
 
 
+def test_ws_conv_reuses_the_standardized_kernel_without_autograd_until_the_weight_changes():
+    torch.manual_seed(0)
+    conv = WSConv2d(4, 8, 3, padding=1).eval()
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        first = conv.standardized_weight()
+        assert conv.standardized_weight() is first  # reused
+        y = conv(x)
+    assert conv.standardized_weight() is not first  # autograd on: recomputed, and differentiable
+    assert conv.standardized_weight().requires_grad
+    with torch.no_grad():
+        conv.weight.mul_(2.0).add_(0.5)  # an optimizer step: in place, bumps the version counter
+        assert torch.allclose(conv.standardized_weight(), standardize_weight(conv.weight))
+        conv.load_state_dict({"weight": torch.randn(8, 4, 3, 3), "bias": torch.zeros(8)})
+        assert torch.allclose(conv.standardized_weight(), standardize_weight(conv.weight))
+        assert torch.allclose(conv(x), nn.functional.conv2d(x, standardize_weight(conv.weight), conv.bias, padding=1))
+    with torch.inference_mode():
+        assert torch.allclose(conv(x), nn.functional.conv2d(x, standardize_weight(conv.weight), conv.bias, padding=1))
+    assert list(conv.state_dict()) == ["weight", "bias"] and y.shape == (1, 8, 6, 6)
+
+
 def test_ws_conv_state_dict_keys_match_plain_conv():
     plain = nn.Conv2d(4, 8, 3, bias=True)
     ws = WSConv2d(4, 8, 3, bias=True)

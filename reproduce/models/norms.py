@@ -42,7 +42,20 @@ class WSConv2d(nn.Conv2d):
         self.ws_eps = ws_eps
 
     def standardized_weight(self) -> torch.Tensor:
-        return standardize_weight(self.weight, self.ws_eps)
+        """The standardized kernel. Without autograd (evaluation, inference) it is computed once per
+        weight value and reused (one extra copy of the kernel). The cache is keyed on the weight's storage
+        and in-place version counter, which every optimizer step and ``load_state_dict`` bump; it is a
+        plain attribute, not a buffer, so state dicts stay a plain conv's. With autograd on it is
+        recomputed every forward."""
+        w = self.weight
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return standardize_weight(w, self.ws_eps)
+        key = (w.data_ptr(), w._version, w.dtype, w.device, self.ws_eps, torch.is_inference_mode_enabled())
+        cached = self.__dict__.get("_ws_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, standardize_weight(w, self.ws_eps))
+            self.__dict__["_ws_cache"] = cached
+        return cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.standardized_weight(), self.bias)
