@@ -38,10 +38,18 @@ from .records import read_record, run_dir, write_record
 
 
 class CurveRecorder(Callback):
-    """Keeps the per-epoch validation metrics (the learning curve) for the record."""
+    """Keeps the per-epoch validation metrics (the learning curve) for the record. Its state goes into
+    every checkpoint, so a run resumed from last.ckpt records the whole curve, not only the epochs after
+    the resume."""
 
     def __init__(self):
         self.curve: list[dict] = []
+
+    def state_dict(self) -> dict:
+        return {"curve": list(self.curve)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.curve = list(state_dict.get("curve", []))
 
     def on_validation_end(self, trainer, pl_module):  # after the module logged its epoch metrics
         if trainer.sanity_checking:
@@ -114,8 +122,13 @@ def build_trainer(cfg: dict, out: Path, loggers, callbacks) -> pl.Trainer:
     if t.get("sync_batchnorm") and t.get("accelerator", "auto") == "cpu" and _world(t) > 1:
         raise ValueError("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
                          "set trainer.sync_batchnorm=false for a CPU DDP run")
-    # one last.ckpt per run, overwritten (no last-v1.ckpt; a fresh start removed any stale one)
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False)
+    # one checkpoints/last.ckpt per run, overwritten at the end of every epoch, which an interrupted run resumes
+    # from (a fresh start removed any stale one). Not save_last=True with save_top_k=0: Lightning (>= 2.5)
+    # writes "last" only when a top-k checkpoint was saved at that step, so that pair saves once, when
+    # training ends, and a run stopped mid-way would start again from scratch. save_top_k=1 without a monitor
+    # keeps the latest epoch's checkpoint, here under the name "last".
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1, save_last=False,
+                           enable_version_counter=False)
     return pl.Trainer(
         default_root_dir=str(out), logger=loggers, callbacks=[ckpt, *callbacks],
         max_epochs=int(t.pop("max_epochs", 1)), accelerator=t.pop("accelerator", "auto"),

@@ -2,6 +2,7 @@
 skipping completed runs, resuming interrupted ones, stale records, tables."""
 
 import pytest
+import torch
 
 from reproduce.ablation import expand, run_ablation
 from reproduce.records import needs_run, read_record, record_path, write_record
@@ -96,13 +97,39 @@ def test_interrupted_run_resumes_from_checkpoint(test_configs, runs_root):
     out = run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["trainer.max_epochs=2"], isolate=False,
                        runs_root=runs_root, log=lambda *a: None)[0]
     assert out["status"] == "completed" and out["resumed_from"].endswith("last.ckpt")
-    assert out["epochs"] == 2 and [c["epoch"] for c in out["curve"]] == [2]  # only the missing epoch ran
+    assert out["epochs"] == 2 and [c["epoch"] for c in out["curve"]] == [1, 2]  # epoch 1's point from the checkpoint
     # an interrupted run whose config changed since starts afresh (the checkpoint holds another run)
     out["status"] = "interrupted"
     write_record(path, out)
     out = run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["trainer.max_epochs=1"], isolate=False,
                        runs_root=runs_root, log=lambda *a: None)[0]
     assert out["status"] == "completed" and out["resumed_from"] is None and out["epochs"] == 1
+
+
+def state_curve(ckpt_state: dict) -> list[dict]:
+    return next(v["curve"] for k, v in ckpt_state["callbacks"].items() if "CurveRecorder" in k)
+
+
+def test_run_stopped_mid_way_resumes_from_its_last_finished_epoch(test_configs, runs_root):
+    """A real stop in epoch 2 of 3: last.ckpt holds epoch 1, and the rerun trains only epochs 2 and 3."""
+    sets = ["trainer.max_epochs=3"]  # smoke: 8 images, batch 4 -> 2 steps per epoch
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run_ablation("t_abl", "smoke", seeds=1, variants=["good"], isolate=False, runs_root=runs_root,
+                     sets=sets + ["debug.fail_at_step=3", "debug.interrupt=true"], log=lambda *a: None)
+    path = record_path("t_abl", "good", 0, runs_root)
+    rec = read_record(path)
+    ckpt = path.parent / "checkpoints" / "last.ckpt"
+    assert rec["status"] == "interrupted" and ckpt.is_file()
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0 and state["global_step"] == 2  # saved at the end of the first epoch
+    rec["requested_config"].pop("debug")  # the same run, now without the injected stop
+    write_record(path, rec)
+    out = run_ablation("t_abl", "smoke", seeds=1, variants=["good"], isolate=False, runs_root=runs_root,
+                       sets=sets, log=lambda *a: None)[0]
+    assert out["status"] == "completed" and out["resumed_from"] == str(ckpt)
+    assert out["epochs"] == 3 and out["train_steps"] == 6
+    # the learning curve is whole (epoch 1 came back from the checkpoint), and epoch 1 was not trained again
+    assert [c["epoch"] for c in out["curve"]] == [1, 2, 3] and out["curve"][0] == state_curve(state)[0]
 
 
 def test_stale_and_foreign_running_records():
