@@ -123,7 +123,7 @@ def build_trainer(cfg: dict, out: Path, loggers, callbacks) -> pl.Trainer:
         raise ValueError("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
                          "set trainer.sync_batchnorm=false for a CPU DDP run")
     # one checkpoints/last.ckpt per run, overwritten at the end of every epoch, which an interrupted run resumes
-    # from (a fresh start removed any stale one). Not save_last=True with save_top_k=0: Lightning (>= 2.5)
+    # from (a fresh start removed any stale one). Not save_last=True with save_top_k=0: Lightning (2.6 here)
     # writes "last" only when a top-k checkpoint was saved at that step, so that pair saves once, when
     # training ends, and a run stopped mid-way would start again from scratch. save_top_k=1 without a monitor
     # keeps the latest epoch's checkpoint, here under the name "last".
