@@ -168,28 +168,29 @@ def verdicts(summary: dict) -> list[str]:
         (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
         diff = mb - mw
         spread = max(sb, sw)
-        one_seed = min(nb, nw) < 2  # no seed spread to judge the gap against yet
+
+        def against_spread(gap: float) -> str:  # how a gap compares with the seed spread
+            if min(nb, nw) < 2:
+                return "one seed: no seed spread yet"
+            return "beyond the seed spread" if gap > 2 * spread else "within 2x the seed std"
+
         k = 1.0 if m == "FPS" else 100.0
         nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
         if "close" in c:
-            rel = diff / mw if mw else math.inf
+            nums += f", {diff / mw if mw else math.inf:+.0%}"
+            short = against_spread(-diff)
             if diff >= -tol * abs(mw):
-                out.append(f"- {desc}: **reproduced** ({nums}, {rel:+.0%}{', one seed' if one_seed else ''})")
-            elif one_seed:
-                out.append(f"- {desc}: **not reproduced** ({nums}, {rel:+.0%}, one seed: no seed spread yet)")
-            elif -diff <= 2 * spread:
-                out.append(f"- {desc}: **not reproduced, but within 2x the seed std** ({nums}, {rel:+.0%})")
+                out.append(f"- {desc}: **reproduced** ({nums}{', one seed' if short.startswith('one') else ''})")
+            elif short.startswith("within"):
+                out.append(f"- {desc}: **not reproduced, but {short}** ({nums})")
             else:
-                out.append(f"- {desc}: **not reproduced** ({nums}, {rel:+.0%}, beyond the seed spread)")
-            continue
-        if diff > 0:
-            strength = ("one seed: no seed spread yet" if one_seed else
-                        "beyond the seed spread" if diff > 2 * spread else "within 2x the seed std, so weak")
+                out.append(f"- {desc}: **not reproduced** ({nums}, {short})")
+        elif diff > 0:
+            strength = against_spread(diff)
+            strength += ", so weak" if strength.startswith("within") else ""
             out.append(f"- {desc}: **reproduced** ({nums}, {strength})")
         else:
-            strength = ("one seed: no seed spread yet" if one_seed else
-                        "beyond the seed spread" if -diff > 2 * spread else "within 2x the seed std")
-            out.append(f"- {desc}: **not reproduced** ({nums}, {strength})")
+            out.append(f"- {desc}: **not reproduced** ({nums}, {against_spread(-diff)})")
     return out
 
 
@@ -314,6 +315,7 @@ def plot_curves(summary: dict, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     primary = summary["ablation"].get("table", {}).get("primary", "AP")
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -333,8 +335,6 @@ def plot_curves(summary: dict, path: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     return _finish(fig, ax, path, "epoch", f"val {primary} x 100",
                    f"{summary['ablation']['name']} ({summary['scale']}): mean, band = min/max over seeds")
