@@ -35,11 +35,16 @@ TAG_TEXT = {
 }
 
 
-def detection_wall_s(record: dict) -> float:
+def detection_wall_s(record: dict) -> float | None:
     """Wall time of a run's own training + evaluation: ``wall_time_s`` less the time its preparation
-    steps took in that process (a pretraining or search it ran, or its wait on another run's step).
-    Records older than ``prepare_time_s`` lose the wall time of the steps they ran themselves."""
-    wall = float(record.get("wall_time_s") or 0.0)
+    steps took in that process (a pretraining or search it ran, or its wait on another run's step), plus
+    the time earlier attempts spent up to the checkpoint a resumed run started from. Records older than
+    ``prepare_time_s`` lose the wall time of the steps they ran themselves. None (unknown) for a resumed
+    run whose earlier attempts' time was not kept: its last attempt alone would understate the cost."""
+    earlier = record.get("earlier_attempts_s")
+    if record.get("resumed_from") and earlier is None:
+        return None
+    wall = float(record.get("wall_time_s") or 0.0) + float(earlier or 0.0)
     if record.get("prepare_time_s") is not None:
         return wall - float(record["prepare_time_s"])
     ran = sum(float(step.get("wall_time_s") or 0.0) for step in record.get("prepare") or []
@@ -112,8 +117,9 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
                         epochs.setdefault(step["kind"], set()).add(step["epochs"])
         row["prepare_min"] = {k: statistics.fmean(v.values()) for k, v in costs.items()}
         row["prepare_epochs"] = {k: sorted(v) for k, v in epochs.items()}
-        wall = [detection_wall_s(r) for r in done]
+        wall = [w for w in map(detection_wall_s, done) if w is not None]
         row["wall_min"] = statistics.fmean(wall) / 60 if wall else math.nan
+        row["wall_untimed"] = len(done) - len(wall)  # resumed runs whose whole wall time is unknown
         rows.append(row)
     return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs, "side_by_side": side}
 
@@ -202,6 +208,15 @@ def _status(row: dict, total_seeds: int) -> str:
     return ", ".join(parts) or "not run"
 
 
+def _wall_cell(row: dict) -> str:
+    """Mean minutes of one run; says over how many runs when some resumed runs' whole time is unknown."""
+    if math.isnan(row["wall_min"]):
+        return "–"
+    untimed = row.get("wall_untimed", 0)
+    timed = f" ({row['n'] - untimed} of {row['n']} runs)" if untimed else ""
+    return f"{row['wall_min']:.1f}{timed}"
+
+
 def _cost_cell(row: dict, kind: str) -> str:
     """A preparation step's cost: wall minutes, and its epochs when recorded (e.g. ``7.5 (8 ep)``)."""
     if kind not in row.get("prepare_min", {}):
@@ -243,7 +258,7 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
             cells.append(f"{mm * 100:.1f}" if nn else "–")
         cells += [_num(r["params"], 1e6), _num(r["macs"], 1e9, 3),
                   f"{r['fps'][0]:.1f}" if r["fps"][2] else "–",
-                  "–" if math.isnan(r["wall_min"]) else f"{r['wall_min']:.1f}"]
+                  _wall_cell(r)]
         cells += [_cost_cell(r, k) for k in kinds]
         cells.append(_status(r, total))
         body.append(cells)
@@ -269,7 +284,9 @@ def render_markdown(summary: dict) -> str:
              f"FLOPs = multiply-adds at {d.get('image_size')}x{d.get('image_size')} input (torch.utils.flop_counter / 2). "
              f"{_fps_note(summary)} "
              f"Run (min): mean wall time of one run (training + evaluation, without the pretraining / search it "
-             f"prepared or waited for, whose cost has its own column), on a machine that may be shared."]
+             "prepared or waited for, whose cost has its own column; a resumed run counts its earlier attempts up to "
+             "the checkpoint it resumed from, and one whose earlier time is unknown is left out: 'k of n runs'), "
+             "on a machine that may be shared."]
     if abl.get("scale_note", {}).get(scale):
         notes.append("Scale-down: " + abl["scale_note"][scale].strip())
     for t in sorted(set(tags)):

@@ -38,18 +38,23 @@ from .records import read_record, run_dir, write_record
 
 
 class CurveRecorder(Callback):
-    """Keeps the per-epoch validation metrics (the learning curve) for the record. Its state goes into
-    every checkpoint, so a run resumed from last.ckpt records the whole curve, not only the epochs after
-    the resume."""
+    """Keeps the per-epoch validation metrics (the learning curve) for the record, and the wall time the
+    run has spent since it was built. Both go into every checkpoint, so a run resumed from last.ckpt
+    records the whole curve and the time its earlier attempts took to reach that checkpoint
+    (``earlier_s``; None when the checkpoint predates this field), not only the part after the resume."""
 
     def __init__(self):
         self.curve: list[dict] = []
+        self.earlier_s: float | None = 0.0
+        self._start = time.time()
 
     def state_dict(self) -> dict:
-        return {"curve": list(self.curve)}
+        spent = None if self.earlier_s is None else self.earlier_s + time.time() - self._start
+        return {"curve": list(self.curve), "spent_s": spent}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.curve = list(state_dict.get("curve", []))
+        self.earlier_s = state_dict.get("spent_s")
 
     def on_validation_end(self, trainer, pl_module):  # after the module logged its epoch metrics
         if trainer.sanity_checking:
@@ -227,6 +232,8 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         record["metrics"] = {k: v for k, v in final.items() if k not in ("epoch", "step")}
         record["curve"] = curve.curve
         record["train_steps"] = trainer.global_step
+        # a resumed run: wall time its earlier attempts spent up to the checkpoint (tables add it)
+        record["earlier_attempts_s"] = None if curve.earlier_s is None else round(curve.earlier_s, 2)
         record["epochs"] = trainer.current_epoch
         if writer:
             record.update(_measure(module, cfg))

@@ -130,6 +130,11 @@ def test_run_stopped_mid_way_resumes_from_its_last_finished_epoch(test_configs, 
     assert out["epochs"] == 3 and out["train_steps"] == 6
     # the learning curve is whole (epoch 1 came back from the checkpoint), and epoch 1 was not trained again
     assert [c["epoch"] for c in out["curve"]] == [1, 2, 3] and out["curve"][0] == state_curve(state)[0]
+    # the first attempt's time up to the checkpoint counts in the run's cost, not only the rerun's
+    spent = next(v["spent_s"] for k, v in state["callbacks"].items() if "CurveRecorder" in k)
+    assert spent > 0 and out["earlier_attempts_s"] == round(spent, 2)
+    from reproduce.tables import detection_wall_s
+    assert detection_wall_s(out) == pytest.approx(out["wall_time_s"] + spent - out["prepare_time_s"], abs=0.01)
 
 
 def test_stale_and_foreign_running_records():
@@ -268,6 +273,18 @@ def test_run_wall_time_leaves_out_preparation_steps():
                                               {"kind": "nats_search", "searched": False}]}
     assert detection_wall_s(old) == 1962.0 - 928.0
     assert detection_wall_s({"wall_time_s": 5.0}) == 5.0
+    # a resumed run adds its earlier attempts' time; without it (older checkpoints) its cost is unknown
+    resumed = {"wall_time_s": 100.0, "prepare_time_s": 0.0, "resumed_from": "last.ckpt"}
+    assert detection_wall_s({**resumed, "earlier_attempts_s": 50.0}) == 150.0
+    assert detection_wall_s(resumed) is None
+
+
+def test_run_column_says_how_many_runs_its_mean_covers():
+    from reproduce.tables import _wall_cell
+
+    assert _wall_cell({"wall_min": 12.34, "n": 3, "wall_untimed": 0}) == "12.3"
+    assert _wall_cell({"wall_min": 12.34, "n": 3, "wall_untimed": 1}) == "12.3 (2 of 3 runs)"
+    assert _wall_cell({"wall_min": float("nan"), "n": 1, "wall_untimed": 1}) == "–"
 
 
 def test_table_cell_shows_std_only_with_two_or_more_seeds():
