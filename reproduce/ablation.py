@@ -11,7 +11,8 @@ between runs. Ctrl-C stops the ablation; the current run is recorded ``interrupt
 its last checkpoint on the next call.
 
 Launchers (:mod:`reproduce.launchers`): ``local`` runs one run after another, or ``jobs`` at once, seed-major
-(seed 0 of every variant first, so a stopped ablation already has a whole table at n=1);
+(seed 0 of every variant first, so a stopped ablation already has a whole table at n=1; within a seed
+the longer schedules first, so that no long run ends alone on an otherwise idle machine);
 ``slurm`` submits the pending runs as a submitit job array. ``dry_run`` prints each run's resolved
 config, params, FLOPs and estimated device-hours instead (:mod:`reproduce.dry_run`).
 """
@@ -36,6 +37,12 @@ class RunSpec:
     scale: str
     paper: str
     config: dict = field(repr=False)
+
+
+def _schedule_length(cfg: dict) -> int:
+    """A run's training length for ordering runs: ``trainer.max_epochs`` (``max_steps`` when no epochs)."""
+    trainer = cfg.get("trainer") or {}
+    return int(trainer.get("max_epochs") or trainer.get("max_steps") or 0)
 
 
 def expand(name: str, scale: str, seeds: int | list[int] | None = None, variants: list[str] | None = None,
@@ -157,8 +164,10 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
                              "Lightning re-runs for the other ranks; drop --in-process")
 
     # seed 0 of every variant first, then seed 1, ...: an ablation stopped half-way has every row at n=1
-    # (a whole first table) rather than some rows at n=3 and the others not run
-    pending.sort(key=lambda s: s.seed)
+    # (a whole first table) rather than some rows at n=3 and the others not run. Within a seed the longer
+    # schedules go first (stable otherwise): with --jobs N a long run started last would finish alone
+    # while the other cores idle (longest-processing-time-first scheduling)
+    pending.sort(key=lambda s: (s.seed, -_schedule_length(s.config)))
 
     def one(spec: RunSpec, env: dict | None = None) -> dict:
         log(f"{tags[id(spec)]}: running")

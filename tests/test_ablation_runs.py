@@ -241,6 +241,17 @@ def test_local_runs_go_seed_major(test_configs, runs_root, monkeypatch):
     assert len(variants) > 1 and order == [(v, s) for s in (0, 1) for v in variants]
 
 
+def test_within_a_seed_longer_schedules_run_first(install_ablation, runs_root, monkeypatch):
+    """Longest first within a seed: with --jobs N a long run started last would finish alone."""
+    install_ablation("t_lpt", {**TEST_ABLATION, "variants": {
+        "short": {"label": "S"}, "long": {"label": "L", "trainer": {"max_epochs": 2}}, "short2": {"label": "S2"}}})
+    order = []
+    monkeypatch.setattr("reproduce.train.run_one", lambda **kw: order.append((kw["variant"], kw["seed"]))
+                        or {"status": "completed"})
+    run_ablation("t_lpt", "smoke", seeds=2, isolate=False, runs_root=runs_root, log=lambda *a: None)
+    assert order == [(v, s) for s in (0, 1) for v in ("long", "short", "short2")]
+
+
 def test_close_claim_verdicts():
     from reproduce.tables import verdicts
 
