@@ -174,27 +174,29 @@ def verdicts(summary: dict) -> list[str]:
         (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
         diff = mb - mw
         spread = max(sb, sw)
+        one_seed = min(nb, nw) < 2  # no seed spread to compare a gap with yet
+
+        def within_spread(gap: float) -> bool:
+            return not one_seed and gap <= 2 * spread
 
         def against_spread(gap: float) -> str:  # how a gap compares with the seed spread
-            if min(nb, nw) < 2:
+            if one_seed:
                 return "one seed: no seed spread yet"
-            return "beyond the seed spread" if gap > 2 * spread else "within 2x the seed std"
+            return "within 2x the seed std" if within_spread(gap) else "beyond the seed spread"
 
         k = 1.0 if m == "FPS" else 100.0
         nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
         if "close" in c:
             nums += f", {diff / mw if mw else math.inf:+.0%}"
-            short = against_spread(-diff)
             if diff >= -tol * abs(mw):
-                out.append(f"- {desc}: **reproduced** ({nums}{', one seed' if short.startswith('one') else ''})")
-            elif short.startswith("within"):
-                out.append(f"- {desc}: **not reproduced, but {short}** ({nums})")
+                out.append(f"- {desc}: **reproduced** ({nums}{', one seed' if one_seed else ''})")
+            elif within_spread(-diff):
+                out.append(f"- {desc}: **not reproduced, but {against_spread(-diff)}** ({nums})")
             else:
-                out.append(f"- {desc}: **not reproduced** ({nums}, {short})")
+                out.append(f"- {desc}: **not reproduced** ({nums}, {against_spread(-diff)})")
         elif diff > 0:
-            strength = against_spread(diff)
-            strength += ", so weak" if strength.startswith("within") else ""
-            out.append(f"- {desc}: **reproduced** ({nums}, {strength})")
+            weak = ", so weak" if within_spread(diff) else ""
+            out.append(f"- {desc}: **reproduced** ({nums}, {against_spread(diff)}{weak})")
         else:
             out.append(f"- {desc}: **not reproduced** ({nums}, {against_spread(-diff)})")
     return out
