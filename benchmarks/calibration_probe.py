@@ -56,6 +56,14 @@ def evaluate(model, batches) -> dict:
     return out
 
 
+def _epochs(loader):
+    """Batches of epoch after epoch; a procedural stream's sampler draws fresh images each epoch."""
+    for epoch in itertools.count():
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tag", required=True, help="names the result file reports/benchmarks/calibration_<tag>.json")
@@ -69,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, help="override optimizer.lr")
     ap.add_argument("--trunk-weights", help="local trunk state dict loaded into backbone.trunk (no fc.*)")
     ap.add_argument("--trainset-eval", action="store_true", help="evaluate on 200 training images")
+    ap.add_argument("--heldout", action="store_true", help="evaluate on the held-out val set (heldout_images)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -76,7 +85,7 @@ def main(argv=None) -> int:
     pl.seed_everything(args.seed)
 
     cfg = resolve_run_config(load_ablation(args.ablation), args.variant, args.scale)
-    data = {**cfg["data"], **json.loads(args.data), "num_workers": 0}
+    data = {**cfg["data"], **json.loads(args.data)}
     opt_cfg = dict(cfg["optimizer"])
     if args.lr:
         opt_cfg["lr"] = args.lr
@@ -94,9 +103,11 @@ def main(argv=None) -> int:
         if opt_cfg["name"] == "adamw" else torch.optim.SGD(param_groups(model, opt_cfg.get("weight_decay", 0.0)),
                                                             lr=opt_cfg["lr"], momentum=opt_cfg.get("momentum", 0.9))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(opt_cfg, args.steps, steps_per_epoch))
-    batches = itertools.cycle(dm.train_dataloader())
+    batches = _epochs(dm.train_dataloader())
     if args.trainset_eval:
         eval_set = list(itertools.islice(iter(dm.train_dataloader()), max(1, 200 // data["batch_size"])))
+    elif args.heldout:
+        eval_set = list(dm.test_dataloader())
     else:
         eval_set = list(dm.val_dataloader())
 

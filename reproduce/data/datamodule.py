@@ -16,7 +16,10 @@ Config keys (``data:`` section of a run config):
   changes the model init and the sampling order), ``max_objects``, ``clutter``, ``min_area``, ``tiers``,
   ``background`` (``textured``, the default, or ``flat``: a diagnostic, see reproduce/data/synth.py),
   ``max_rotation`` (degrees; default: any rotation), ``min_visible`` (the visible fraction below which
-  an occluded object is dropped; default 0.5).
+  an occluded object is dropped before painting; default 0.5), ``stream`` (``true``: the training
+  images are drawn afresh every epoch, ``train_images`` per epoch, by :mod:`reproduce.data.stream`;
+  default false: a fixed set of ``train_images`` files), ``heldout_images`` (a second val set from
+  another seed, the test split: a run reports its AP beside the val AP; default 0: none).
 """
 from __future__ import annotations
 
@@ -28,39 +31,47 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from .coco import CocoDetection
+from .stream import GENERATOR_KEYS, FreshImagesSampler, SyntheticStream
 from .synth import cached_dataset, synth_detection
 from .transforms import build_transforms
 from .voc import VocDetection
 
 SYNTH_KEYS = ("image_size", "train_images", "val_images", "seed", "max_objects", "clutter", "min_area", "tiers")
-SYNTH_DEFAULTS = {"max_objects": 6, "clutter": 12, "seed": 0, "min_area": 64.0, "tiers": [0.45, 0.4, 0.15]}
+SYNTH_DEFAULTS = {"max_objects": 6, "clutter": 12, "seed": 0, "min_area": 64.0, "tiers": [0.45, 0.4, 0.15],
+                  "background": "textured", "max_rotation": None, "min_visible": 0.5, "stream": False,
+                  "heldout_images": 0}
+HELDOUT_SEED_OFFSET, VAL_SEED_OFFSET = 20_000, 10_000
 
 
 def collate(batch):
     return tuple(zip(*batch))
 
 
+def synthetic_spec(cfg: dict) -> dict:
+    """The keys that decide a synthetic data set, defaults filled in."""
+    keys = (*SYNTH_KEYS, *GENERATOR_KEYS, "stream", "heldout_images")
+    return {k: cfg.get(k, SYNTH_DEFAULTS.get(k)) for k in dict.fromkeys(keys)}
+
+
 def synthetic_root(cfg: dict) -> Path:
-    """Generate (once) and return the synthetic detection set described by ``cfg``; safe when several
-    processes ask at once (see :func:`reproduce.data.synth.cached_dataset`)."""
-    spec = {k: cfg.get(k, SYNTH_DEFAULTS.get(k)) for k in SYNTH_KEYS}
-    background = cfg.get("background", "textured")
-    max_rotation = cfg.get("max_rotation")
-    # options added later join the spec only when not at their default: existing sets keep their hash
-    if background != "textured":
-        spec["background"] = background
-    if max_rotation is not None:
-        spec["max_rotation"] = float(max_rotation)
-    min_visible = float(cfg.get("min_visible", 0.5))
-    if min_visible != 0.5:
-        spec["min_visible"] = min_visible
-    common = dict(size=spec["image_size"], max_objects=spec["max_objects"], clutter=spec["clutter"],
-                  min_area=spec["min_area"], tiers=tuple(spec["tiers"]), background=background,
-                  max_rotation=spec.get("max_rotation"), min_visible=min_visible)
+    """Generate (once) and return the synthetic detection set described by ``cfg``: ``val`` (seed
+    ``seed + 10000``), ``heldout`` when ``heldout_images`` > 0 (seed ``seed + 20000``) and, unless the
+    training images come from the procedural ``stream``, a fixed ``train`` split (seed ``seed``). Safe
+    when several processes ask at once (see :func:`reproduce.data.synth.cached_dataset`)."""
+    spec = synthetic_spec(cfg)
+    if spec["stream"]:
+        spec.pop("train_images")  # the stream draws its images on the fly
+    common = dict(size=spec["image_size"], **{k: spec[k] for k in GENERATOR_KEYS})
+    common["tiers"] = tuple(common["tiers"])
+    splits = {"val": (spec["val_images"], VAL_SEED_OFFSET)}
+    if not spec["stream"]:
+        splits["train"] = (spec["train_images"], 0)
+    if spec["heldout_images"]:
+        splits["heldout"] = (spec["heldout_images"], HELDOUT_SEED_OFFSET)
 
     def build(tmp: Path) -> None:
-        synth_detection(tmp, "train", images=spec["train_images"], seed=spec["seed"], **common)
-        synth_detection(tmp, "val", images=spec["val_images"], seed=spec["seed"] + 10_000, **common)
+        for split, (n, offset) in splits.items():
+            synth_detection(tmp, split, images=int(n), seed=int(spec["seed"]) + offset, **common)
 
     return cached_dataset(cfg.get("root", "data/synthetic"), f"det{spec['image_size']}", spec, build)
 
@@ -72,14 +83,17 @@ class DetectionDataModule(pl.LightningDataModule):
         self.seed = seed
         self.train_set = self.val_set = None
 
-    def _datasets(self, train: bool):
+    def _datasets(self, train: bool, split: str | None = None):
         c = self.cfg
         tf = build_transforms(train, c["image_size"], c.get("hflip", 0.5) if train else 0.0,
                               c.get("scale_jitter") if train else None)
         kind = c.get("kind", "synthetic")
         if kind == "synthetic":
+            spec = synthetic_spec(c)
+            if train and spec["stream"]:
+                return SyntheticStream(spec["seed"], spec["image_size"], spec["train_images"], spec, tf)
             root = synthetic_root(c)
-            split = "train" if train else "val"
+            split = split or ("train" if train else "val")
             return CocoDetection(root / split, root / "annotations" / f"instances_{split}.json", tf,
                                  skip_empty=train)
         if kind == "coco":
@@ -100,6 +114,11 @@ class DetectionDataModule(pl.LightningDataModule):
         if self.train_set is None:
             self.train_set = self._datasets(True)
             self.val_set = self._datasets(False)
+
+    @property
+    def has_heldout(self) -> bool:
+        """A second, held-out val set (synthetic ``heldout_images`` > 0): the test split."""
+        return self.cfg.get("kind", "synthetic") == "synthetic" and bool(synthetic_spec(self.cfg)["heldout_images"])
 
     @property
     def label_to_category(self) -> dict:
@@ -128,7 +147,10 @@ class DetectionDataModule(pl.LightningDataModule):
             rank_zero_warn(f"val set of {len(ds)} images does not divide by the world size {world}: the "
                            "distributed sampler repeats a few images, so AP is approximate")
         extra = {"prefetch_factor": int(c["prefetch_factor"])} if workers > 0 and c.get("prefetch_factor") else {}
-        return DataLoader(ds, batch_size=bs, shuffle=train, num_workers=workers, collate_fn=collate,
+        if isinstance(ds, SyntheticStream):  # fresh indices every epoch (the sampler's set_epoch)
+            extra["sampler"] = FreshImagesSampler(len(ds))
+        return DataLoader(ds, batch_size=bs, shuffle=train and "sampler" not in extra, num_workers=workers,
+                          collate_fn=collate,
                           generator=gen, drop_last=train and len(ds) > c["batch_size"],
                           persistent_workers=bool(c.get("persistent_workers", True)) and workers > 0,
                           pin_memory=bool(c.get("pin_memory", torch.cuda.is_available())), **extra)
@@ -140,4 +162,5 @@ class DetectionDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        """The held-out val set when the config has one, else the val set."""
+        return self._loader(self._datasets(False, "heldout") if self.has_heldout else self.val_set, False)

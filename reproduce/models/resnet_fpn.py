@@ -1,6 +1,10 @@
 """ResNet-FPN backbones: a timm ResNet trunk (``features_only``) + torchvision's FPN and P6/P7.
 
-The trunk is ``timm.create_model(name, features_only=True)``; pretrained weights come only from a
+The trunk is ``timm.create_model(name, features_only=True)``. Its residual branches start live:
+``zero_init_last=False`` by default, where timm would zero the last BN gain of every block (Goyal et al.
+2017, an ImageNet large-batch trick). Trained from scratch on short schedules, those gains stayed near
+zero (0.004-0.03 after 600 AdamW steps), leaving a stem plus strided shortcuts; a detector that wants
+timm's choice sets ``zero_init_last: true``. Pretrained weights come only from a
 local file (``weights=PATH``, via timm's ``pretrained_cfg_overlay=dict(file=PATH)``), never from a
 hub. The neck is ``torchvision.ops.FeaturePyramidNetwork`` (Lin et al., CVPR 2017, section 3):
 lateral 1x1 + top-down nearest upsampling + 3x3 output convs at ``out_channels``. Levels above P5
@@ -67,8 +71,8 @@ def timm_trunk(name: str, *, weights: str | None = None, out_indices=(1, 2, 3, 4
 
 def _make(arch: str):
     def build(min_level: int = 3, max_level: int = 7, out_channels: int = 256, weights: str | None = None,
-              fpn_norm: str | None = None, **timm_kwargs) -> TimmFPN:
-        trunk = timm_trunk(arch, weights=weights, **timm_kwargs)
+              fpn_norm: str | None = None, zero_init_last: bool = False, **timm_kwargs) -> TimmFPN:
+        trunk = timm_trunk(arch, weights=weights, zero_init_last=zero_init_last, **timm_kwargs)
         return TimmFPN(trunk, min_level=min_level, max_level=max_level, out_channels=out_channels, norm=fpn_norm)
 
     build.__doc__ = f"{arch} (timm) + FPN (torchvision), P{{min}}-P{{max}}; local weights via weights=PATH."
