@@ -113,7 +113,7 @@ def test_classification_labels_are_validated(tmp_path):
     synth_classification(tmp_path, "val", images=3, size=32, seed=1)
     ds = ClassificationDataset(tmp_path, "val", build_cls_transform(False, 32))
     img, label = ds[0]
-    assert img.shape == (3, 32, 32) and img.dtype == torch.float32 and 0 <= label < ds.num_classes == 20
+    assert img.shape == (3, 32, 32) and img.dtype == torch.float32 and 0 <= label < ds.num_classes == 10
     labels = tmp_path / "labels_val.json"
     data = json.loads(labels.read_text())
     data["images"][1]["category_id"] = 99
