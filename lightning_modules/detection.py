@@ -58,6 +58,7 @@ class DetectionModule(pl.LightningModule):
         set_matmul_precision(float32_matmul_precision)
         self.compiled: list[str] = []
         self.val_map = make_map_metric()
+        self.test_map = make_map_metric()
 
     def configure_model(self) -> None:
         if self.hparams.compile and not self.compiled:
@@ -84,16 +85,29 @@ class DetectionModule(pl.LightningModule):
             self.log(f"train/{k}", v, batch_size=bs)
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def _score(self, metric, batch) -> None:
         images, targets = batch
         preds = self.detector(list(images))
-        self.val_map.update([{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds], metric_targets(targets))
+        metric.update([{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds], metric_targets(targets))
+
+    def _log_metric(self, metric, prefix: str) -> None:
+        res = metric.compute()
+        for key, name in METRIC_KEYS.items():
+            self.log(f"{prefix}/{name}", float(res[key]))  # already synced by the metric
+        metric.reset()
+
+    def validation_step(self, batch, batch_idx):
+        self._score(self.val_map, batch)
 
     def on_validation_epoch_end(self) -> None:
-        res = self.val_map.compute()
-        for key, name in METRIC_KEYS.items():
-            self.log(f"val/{name}", float(res[key]))  # already synced by the metric
-        self.val_map.reset()
+        self._log_metric(self.val_map, "val")
+
+    def test_step(self, batch, batch_idx):
+        """The test split: the held-out val set of the synthetic proxy (logged as ``test/AP`` ...)."""
+        self._score(self.test_map, batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metric(self.test_map, "test")
 
     def configure_optimizers(self):
         return configure(self, self.detector, self.hparams.optimizer)
