@@ -1,6 +1,8 @@
 """VOC mAP@0.5 (issue 16 item 9): the devkit's definition on a case computed by hand, both the VOC2007
 11-point and the area definitions; a VOC run records it beside COCO AP."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -95,10 +97,22 @@ def test_voc_run_records_voc07_map_beside_coco_ap(tmp_path, monkeypatch):
     cfg = tmp_path / "voc.yaml"
     cfg.write_text("model:\n  detector: retinanet\n  backbone: resnet18_fpn\n")
     code = main(["fit", "--config", str(cfg), "--scale", "smoke", "--runs-root", str(tmp_path / "runs"),
-                 "--set", "data.kind=voc", "--set", f"data.roots=[{root}]",
+                 "--set", "data.kind=voc", "--set", f"data.roots=[{root}]", "--set", "model.score_thresh=0.0",
                  "--set", "logger.wandb=false"])
     [rec] = [read_record(p) for p in (tmp_path / "runs").glob("**/record.json")]
     assert code == 0 and rec["status"] == "completed", rec.get("error")
     m = rec["metrics"]
     for k in ("AP", "AP50", "VOC07_mAP50_11pt", "VOC_mAP50_area"):
         assert k in m and 0.0 <= m[k] <= 1.0, (k, m)
+
+    # predict on the VOC test split: a COCO ground truth of the split is written beside the results, and
+    # re-scoring them gives the record's COCO AP and VOC mAP (same weights, same images)
+    from reproduce.predict import predict_run
+
+    [run] = [p.parent for p in (tmp_path / "runs").glob("**/record.json")]
+    s = predict_run(run, out=tmp_path / "voc_results.json")
+    gt = json.loads((tmp_path / "voc_gt.json").read_text())
+    assert [im["voc_id"] for im in gt["images"]] == ids[:4] and s["images"] == 4
+    assert sum(a["difficult"] for a in gt["annotations"]) == 4
+    for k in ("AP", "AP50", "VOC07_mAP50_11pt", "VOC_mAP50_area"):
+        assert s["stats"][k] == pytest.approx(m[k], abs=1e-6), (k, s["stats"][k], m[k])
