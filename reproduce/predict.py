@@ -255,7 +255,8 @@ def score_results(gt: str | os.PathLike | dict, results: str | os.PathLike | lis
     known = {im["id"] for im in gt_data["images"]}
     stray = sorted({r.get("image_id") for r in res} - known)
     if stray:
-        raise PredictError(f"{results}: image ids {stray[:10]} are not in the ground truth {gt if not isinstance(gt, dict) else ''}")
+        where = "" if isinstance(gt, dict) else f" {gt}"
+        raise PredictError(f"{results}: image ids {stray[:10]} are not in the ground truth{where}")
     cats = {c["id"] for c in gt_data["categories"]}
     bad_cats = sorted({r.get("category_id") for r in res} - cats)
     if bad_cats:

@@ -328,7 +328,8 @@ def test_voc_bad_input_rejected_at_load(voc_root, case):
 
 def test_voc_missing_jpeg_names_xml_and_image(voc_root):
     _jpeg_missing(voc_root)
-    with pytest.raises(AnnotationError, match="000002.xml: annotation: field 'filename': image file not found: .*000002.jpg"):
+    expect = "000002.xml: annotation: field 'filename': image file not found: .*000002.jpg"
+    with pytest.raises(AnnotationError, match=expect):
         VocDetection(voc_root, "trainval")
 
 
