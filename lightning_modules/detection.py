@@ -4,10 +4,12 @@
   ``backbone_kwargs`` and detector kwargs), so a variant is data;
 - training step: the torchvision detector's loss dict, summed; a non-finite loss raises
   :class:`DivergedError` so the run is recorded ``failed`` ("diverged") instead of training on NaNs;
-- validation: torchmetrics ``MeanAveragePrecision`` with the ``faster_coco_eval`` backend (identical
-  to pycocotools' COCOeval; tested), logged as ``val/AP``, ``val/AP50``, ``val/AP75``, ``val/APs``,
-  ``val/APm``, ``val/APl``, ``val/AR100``, computed and reset every epoch (the metric returns a dict,
-  so Lightning cannot reset it for us; reference conventions.md section 3);
+- validation: COCO AP from :mod:`reproduce.metrics` (torchmetrics ``MeanAveragePrecision`` with the
+  ``faster_coco_eval`` backend and pycocotools' float64 thresholds: equal to COCOeval within 1e-6;
+  tested), logged as ``val/AP``, ``val/AP50``, ``val/AP75``, ``val/APs``, ``val/APm``, ``val/APl``,
+  ``val/AR100``; on VOC data (targets with ``difficult``) also the devkit's VOC mAP@0.5 as
+  ``val/VOC07_mAP50_11pt`` and ``val/VOC_mAP50_area``. Computed and reset every epoch (the metrics
+  return dicts, so Lightning cannot reset them for us);
 - optimizer and schedule from ``optimizer:`` (see ``lightning_modules.optim``); gradient clipping,
   AMP and DDP are Trainer settings; ``channels_last`` converts the model's memory format and
   ``compile`` compiles the backbone and the dense head (``reproduce.gpu_path``), at ``configure_model``
@@ -19,29 +21,16 @@ import math
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics.detection import MeanAveragePrecision
 
 from reproduce.gpu_path import compile_parts, set_matmul_precision, use_channels_last
+from reproduce.metrics import METRIC_KEYS, VOCMeanAP, make_map_metric, metric_targets  # noqa: F401 (re-exported)
 from reproduce.models import create_detector
 
 from .optim import configure
 
-METRIC_KEYS = {"map": "AP", "map_50": "AP50", "map_75": "AP75", "map_small": "APs", "map_medium": "APm",
-               "map_large": "APl", "mar_100": "AR100"}
-
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def make_map_metric() -> MeanAveragePrecision:
-    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
-
-
-def metric_targets(targets) -> list[dict]:
-    """Targets for ``MeanAveragePrecision``: boxes, labels, iscrowd and the dataset's ``area``
-    (COCO decides small / medium / large by the annotation area, not the box)."""
-    return [{"boxes": t["boxes"], "labels": t["labels"], "iscrowd": t["iscrowd"], "area": t["area"]} for t in targets]
 
 
 class DetectionModule(pl.LightningModule):
@@ -58,7 +47,8 @@ class DetectionModule(pl.LightningModule):
         set_matmul_precision(float32_matmul_precision)
         self.compiled: list[str] = []
         self.val_map = make_map_metric()
-        self.test_map = make_map_metric()
+        self.val_voc = VOCMeanAP()  # updated only on VOC data (targets carry ``difficult``)
+        self.test_map, self.test_voc = make_map_metric(), VOCMeanAP()
 
     def configure_model(self) -> None:
         if self.hparams.compile and not self.compiled:
@@ -85,29 +75,36 @@ class DetectionModule(pl.LightningModule):
             self.log(f"train/{k}", v, batch_size=bs)
         return loss
 
-    def _score(self, metric, batch) -> None:
+    def _score(self, split: str, batch) -> None:
         images, targets = batch
-        preds = self.detector(list(images))
-        metric.update([{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds], metric_targets(targets))
+        preds = [{k: p[k] for k in ("boxes", "scores", "labels")} for p in self.detector(list(images))]
+        getattr(self, f"{split}_map").update(preds, metric_targets(targets))
+        if targets and "difficult" in targets[0]:
+            getattr(self, f"{split}_voc").update(preds, targets)
 
-    def _log_metric(self, metric, prefix: str) -> None:
-        res = metric.compute()
+    def _log_metrics(self, split: str) -> None:
+        coco, voc = getattr(self, f"{split}_map"), getattr(self, f"{split}_voc")
+        res = coco.compute()
         for key, name in METRIC_KEYS.items():
-            self.log(f"{prefix}/{name}", float(res[key]))  # already synced by the metric
-        metric.reset()
+            self.log(f"{split}/{name}", float(res[key]))  # already synced by the metric
+        coco.reset()
+        if voc.update_called:
+            for name, value in voc.compute().items():
+                self.log(f"{split}/{name}", float(value))
+            voc.reset()
 
     def validation_step(self, batch, batch_idx):
-        self._score(self.val_map, batch)
+        self._score("val", batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metric(self.val_map, "val")
+        self._log_metrics("val")
 
     def test_step(self, batch, batch_idx):
         """The test split: the held-out val set of the synthetic proxy (logged as ``test/AP`` ...)."""
-        self._score(self.test_map, batch)
+        self._score("test", batch)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metric(self.test_map, "test")
+        self._log_metrics("test")
 
     def configure_optimizers(self):
         return configure(self, self.detector, self.hparams.optimizer)

@@ -9,6 +9,7 @@
     reproduce run spinenet_vs_resnet_fpn --scale paper --launcher slurm --partition gpu --gpus 8 --time 72:00:00
     reproduce run spinenet_vs_resnet_fpn --scale paper --dry-run    configs, params, FLOPs, est. device-hours
     reproduce tables                                 every reports/<ablation>.md from the records
+    reproduce predict runs/ABLATION/VARIANT/seed0   COCO results JSON of a trained run (any split, test-dev)
     reproduce sync                                   upload offline W&B runs (wandb sync)
 """
 from __future__ import annotations
@@ -272,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch threads (default: torch's, all cores)")
     sp.add_argument("--runs-root")
     sp.set_defaults(fn=cmd_speed)
+
+    from . import predict
+
+    pr = sub.add_parser("predict", help="a trained run's detections as a COCO results JSON (any split, a test-dev "
+                                        "image-info file or a folder); re-score a results JSON with pycocotools",
+                        description=predict.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_arguments(pr)
+    pr.set_defaults(fn=predict.cmd_predict)
 
     y = sub.add_parser("sync", help="upload offline W&B runs with wandb sync")
     y.add_argument("--runs-root")

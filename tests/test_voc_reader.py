@@ -27,7 +27,8 @@ def test_voc_targets(voc_root):
     assert img.shape == (3, 48, 64)
     assert t["boxes"][0].tolist() == [4.0, 5.0, 30.0, 40.0]  # 1-based inclusive -> 0-based
     assert t["labels"].tolist() == [12, 15]  # dog, person (1-based in VOC_CLASSES order)
-    assert t["iscrowd"].tolist() == [0, 1]  # difficult -> ignored in evaluation
+    assert t["iscrowd"].tolist() == [0, 1]  # difficult -> ignored in COCO evaluation
+    assert t["difficult"].tolist() == [0, 1]  # and by the VOC devkit metric
 
 
 @pytest.mark.parametrize("mutate,field", [

@@ -3,8 +3,10 @@
 Train: horizontal flip and scale jitter (resize by a random factor in ``scale_jitter`` around
 ``image_size``, then a random crop / zero pad back to a square ``image_size``), the SpineNet /
 EfficientDet recipe (SpineNet protocol B: jitter [0.5, 2.0]; reference spinenet.md section 7).
-Boxes that leave the crop are dropped by ``SanitizeBoundingBoxes``. Val / test: no augmentation;
-the detector's own transform resizes (long side to ``image_size``).
+Boxes that leave the crop are dropped by ``SanitizeBoundingBoxes``. Training boxes are always
+clamped to the image (COCO boxes may cross the border by a pixel of rounding; the readers keep them
+raw because pycocotools scores the raw box). Val / test: no augmentation and no clamping; the
+detector's own transform resizes (long side to ``image_size``).
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from torchvision.transforms import v2
 
 
 def _labels_getter(inputs):
+    # every per-box entry of the target, so that dropped boxes leave no stray labels / flags behind
     target = inputs[1]
-    return target["labels"], target["area"], target["iscrowd"]
+    return tuple(target[k] for k in ("labels", "area", "iscrowd", "difficult") if k in target)
 
 
 class ToDetectionTensors:
@@ -52,4 +55,6 @@ def build_transforms(train: bool, image_size: int, hflip: float = 0.5,
                       v2.RandomCrop(image_size, pad_if_needed=True),
                       v2.ClampBoundingBoxes(),
                       v2.SanitizeBoundingBoxes(min_size=2, labels_getter=_labels_getter)]
+        else:
+            steps.append(v2.ClampBoundingBoxes())
     return DetectionTransform(steps)
