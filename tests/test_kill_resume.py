@@ -139,16 +139,17 @@ def test_kill_then_rerun(tmp_path, install_ablation, runs_root, who, sig):
     kill_then_rerun(tmp_path, install_ablation, runs_root, who, sig)
 
 
-def test_two_identical_commands_train_each_run_once(tmp_path, install_ablation, runs_root):
+@pytest.mark.parametrize("variants", [("a",), pytest.param(("a", "b", "c"), marks=pytest.mark.slow)])
+def test_two_identical_commands_train_each_run_once(tmp_path, install_ablation, runs_root, variants):
     """Both commands find every run pending and start at once; each run is trained by exactly one."""
     trace = tmp_path / "trace"
-    cfg_dir = install_ablation("t_twice", ablation(tmp_path, epochs=1, variants=("a", "b"), trace_file=str(trace)))
+    cfg_dir = install_ablation("t_twice", ablation(tmp_path, epochs=1, variants=variants, trace_file=str(trace)))
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     procs = [start_command(cfg_dir, runs_root, log, "t_twice") for log in logs]
     for proc, log in zip(procs, logs):
         assert proc.wait(timeout=600) == 0, log.read_text()
     trainings = trace.read_text().split()
-    recs = {v: read_record(record_path("t_twice", v, 0, runs_root)) for v in ("a", "b")}
+    recs = {v: read_record(record_path("t_twice", v, 0, runs_root)) for v in variants}
     assert all(r["status"] == "completed" and r["attempt"] == 1 for r in recs.values()), recs
     # one training per run, by the process its record names
     assert sorted(trainings) == sorted(str(r["pid"]) for r in recs.values()), (trainings, *map(Path.read_text, logs))
