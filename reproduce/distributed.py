@@ -11,9 +11,10 @@ same state even when all of them start at once (``srun``).
 Resuming: an ``interrupted`` run, or one whose process died without finishing its record (the
 record still says ``running``, or the launching process recorded a ``crash``), resumes from the
 newest of ``checkpoints/last.ckpt`` (end of the last epoch) and Lightning's SLURM auto-requeue
-checkpoint ``hpc_ckpt_<n>.ckpt`` (saved mid-epoch on SIGUSR1 before the job is requeued). A run whose config changed since its checkpoint was written (``config_changes`` of the
-record, e.g. after ``--rerun-changed`` or a recalibrated scale) starts afresh instead: Lightning would
-restore the old optimizer, schedule and epoch count into the new config. A run that starts afresh
+checkpoint ``hpc_ckpt_<n>.ckpt`` (saved mid-epoch on SIGUSR1 before the job is requeued). A run
+whose config changed since its checkpoint was written (``config_changes`` of the record, e.g. after
+``--rerun-changed`` or a recalibrated scale) starts afresh instead: Lightning would restore the old
+optimizer, schedule and epoch count into the new config. A run that starts afresh
 removes the earlier attempt's ``last*.ckpt`` and ``hpc_ckpt_*`` files first: Lightning would restore
 ``hpc_ckpt_*`` by itself on SLURM, and would save the new run's ``last.ckpt`` as ``last-v1.ckpt``
 beside a stale one.

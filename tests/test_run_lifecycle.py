@@ -49,11 +49,18 @@ def test_records_of_every_status_still_read(tmp_path):
     assert read_record(tmp_path / "none.json") is None
 
 
-def test_which_runs_ended_unfinished():
+def test_which_runs_ended_unfinished_and_resume(tmp_path):
+    from reproduce.distributed import resume_checkpoint
+
     assert ended_unfinished({"status": "interrupted"}) and ended_unfinished({"status": "running"})
     assert ended_unfinished({"status": "failed", "failure_kind": "crash"})  # its process died
     assert not ended_unfinished({"status": "failed", "failure_kind": "error"})
     assert not ended_unfinished({"status": "completed"}) and not ended_unfinished(None)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_text("x")
+    assert resume_checkpoint(tmp_path, {"status": "failed", "failure_kind": "crash"}) == last
+    assert resume_checkpoint(tmp_path, {"status": "failed", "failure_kind": "error"}) is None
 
 
 # ----------------------------------------------------------------------------- the lifecycle

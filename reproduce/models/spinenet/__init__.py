@@ -13,9 +13,10 @@ architecture's metadata).
 ``specs`` (a spec table, or the path of a JSON file written by the connection search,
 ``reproduce.steps.spinenet_search``) replaces the connections of a named architecture: the block
 order (levels, block types, output flags) must stay the architecture's, e.g. searched connections for
-``r0_sp53_hourglass`` / ``r0_sp53_fish`` (paper Table 8). ``spinenet_custom`` takes any table (``specs=``, required) and a ``scaling`` id.
-Registered detector: ``retinanet_spinenet`` (``head.spinenet_retinanet``). The connection search space of
-a fixed block order (paper Table 8) is ``search_space``.
+``r0_sp53_hourglass`` / ``r0_sp53_fish`` (paper Table 8). ``spinenet_custom`` takes any table
+(``specs=``, required) and a ``scaling`` id.
+Registered detector: ``retinanet_spinenet`` (``head.spinenet_retinanet``). The connection search space
+of a fixed block order (paper Table 8) is ``search_space``.
 ``draw_model_graph(name, out_path)`` draws a registered architecture (``reproduce show NAME --graph``).
 
 ``min_level <= 2`` on the official SpineNet specs appends tensorflow/models' level-2 output spec
