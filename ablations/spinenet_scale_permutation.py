@@ -2,7 +2,7 @@
 Hourglass and Fish block orders (hypothesis orders), with searched and with rule connections.
 
 Variants, scale-down, paper values (recalled) and claims: configs/ablations/spinenet_scale_permutation.yaml.
-The searched rows run the recorded step ``spinenet_connection_search`` (reproduce/models/spinenet/search.py),
+The searched rows run the recorded step ``spinenet_connection_search`` (reproduce/steps/spinenet_search.py),
 which at the cpu scale adopts the committed result reproduce/models/spinenet/found/<order>.json.
 Output: runs/spinenet_scale_permutation/ (records), reports/spinenet_scale_permutation.md (table).
 

@@ -3,7 +3,7 @@
 A companion of ``benchmarks/calibration_probe.py``: it produces a trunk for
 ``calibration_probe.py --trunk-weights`` and measures how fast the ImageNet stand-in is learned
 (val top-1 on the held-out split every ``--every`` steps). The suite's own pretraining step is
-``lightning_modules/classification.py`` (a recorded, shared preparation run on the torchvision-layout
+``reproduce/steps/pretrain.py`` (a recorded, shared preparation run on the torchvision-layout
 ``resnet_variant`` trunk); this plain loop exists to try data sizes and recipes quickly. The number of
 training images matters: with 4000 images the trunk memorises them (train loss 0.66 with label smoothing
 0.1, val top-1 0.18 after 700 steps of batch 64), with 16000 it generalises (0.35 after 800 steps).

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from .config import apply_sets, load_ablation, resolve_run_config
 from .models.registry import UnknownNameError
-from .records import RecordConflictError, config_changes, needs_run, read_record, record_path, update_record
+from .records import (RecordConflictError, RunLockedError, UnreadableRecordError, config_changes, hold_run, needs_run,
+                      read_record, read_record_or_none, record_path, update_record)
 
 
 @dataclass
@@ -61,16 +62,22 @@ def expand(name: str, scale: str, seeds: int | list[int] | None = None, variants
 
 
 def _run_isolated(spec: RunSpec, runs_root: str | None, env: dict | None = None) -> dict:
+    """Run ``spec`` in a child process. A child that died without finishing its record (killed, crashed)
+    is recorded ``failed`` (``crash``), under the run lock; the next attempt resumes its checkpoint.
+    A run another live process holds raises :class:`RunLockedError`, before or after the child."""
     cmd = [sys.executable, "-m", "reproduce.cli", "run-one", "--json", json.dumps(spec.__dict__)]
     if runs_root:
         cmd += ["--runs-root", str(runs_root)]
-    proc = subprocess.run(cmd, env=env)
     path = record_path(spec.ablation, spec.variant, spec.seed, runs_root)
-    rec = read_record(path) or {}
-    if proc.returncode != 0 and rec.get("status") in (None, "running"):
-        rec = update_record(path, ablation=spec.ablation, variant=spec.variant, seed=spec.seed, scale=spec.scale,
-                            status="failed", failure_kind="crash",
-                            error=f"run process exited with code {proc.returncode} without finishing its record")
+    with hold_run(path.parent):  # another live process holds the run: RunLockedError, nothing started
+        pass
+    proc = subprocess.run(cmd, env=env)
+    with hold_run(path.parent):  # the child has exited: only another process can hold the run now
+        rec = read_record_or_none(path) or {}
+        if proc.returncode != 0 and rec.get("status") in (None, "running"):
+            rec = update_record(path, ablation=spec.ablation, variant=spec.variant, seed=spec.seed, scale=spec.scale,
+                                status="failed", failure_kind="crash",
+                                error=f"run process exited with code {proc.returncode} without finishing its record")
     if proc.returncode < 0 and -proc.returncode == 2 or rec.get("status") == "interrupted":
         raise KeyboardInterrupt
     return rec
@@ -99,15 +106,19 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
     changed since, see :func:`reproduce.records.config_changes`) is a :class:`RecordConflictError`
     naming the keys, unless ``rerun_changed``: then the run starts again and its record is replaced.
     Skipping it silently would put a result of another config into the table."""
-    from .train import run_one
-
     if launcher not in ("local", "slurm"):
         raise ValueError(f"unknown launcher {launcher!r}; valid: local, slurm")
     specs = expand(name, scale, seeds, variants, sets)
     results, pending, tags = [], [], {}
     for i, spec in enumerate(specs, 1):
         path = record_path(spec.ablation, spec.variant, spec.seed, runs_root)
-        rec = read_record(path)
+        try:
+            rec = read_record(path)
+        except UnreadableRecordError as e:  # the run sets it aside (record.json.corrupt-<time>) and runs again
+            log(f"{e}: {'would run again' if dry_run else 'running again'}")
+            pending.append(spec)
+            tags[id(spec)] = f"[{i}/{len(specs)}] {spec.ablation}/{spec.variant}/seed{spec.seed} ({scale})"
+            continue
         if rec is not None and rec.get("scale", scale) != scale:
             if dry_run:  # describe the run as the other scale's store would see it: pending
                 log(f"note: {path} holds a {rec['scale']!r}-scale record; a {scale!r} run needs its own --runs-root")
@@ -156,9 +167,10 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
         return results
 
     if not isolate:
-        from .train import _world
+        from .runtime import world_size
+        from .train import run_one
 
-        multi = [s.variant for s in pending if _world(s.config.get("trainer", {})) > 1]
+        multi = [s.variant for s in pending if world_size(s.config.get("trainer", {})) > 1]
         if multi:
             raise ValueError(f"{multi}: a multi-device (DDP) run needs its own process, whose command line "
                              "Lightning re-runs for the other ranks; drop --in-process")
@@ -180,6 +192,9 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
         except KeyboardInterrupt:
             log(f"{tags[id(spec)]}: interrupted; rerun the same command to resume (finished runs are kept)")
             raise
+        except RunLockedError as e:  # another command is training this run: it is left to that one
+            log(f"{tags[id(spec)]}: {e}; skipped")
+            return read_record_or_none(record_path(spec.ablation, spec.variant, spec.seed, runs_root)) or {}
         log(f"{tags[id(spec)]}: {_result_line(rec)}")
         return rec
 

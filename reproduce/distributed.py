@@ -8,12 +8,13 @@ themselves). The other ranks wait until rank 0 has written the ``running`` recor
 (:func:`launch_tag`) and take the checkpoint to resume from out of it, so every rank restores the
 same state even when all of them start at once (``srun``).
 
-Resuming: an ``interrupted`` run, or one whose record still says ``running`` (its process was
-killed), resumes from the newest of ``checkpoints/last.ckpt`` (end of the last epoch) and Lightning's
-SLURM auto-requeue checkpoint ``hpc_ckpt_<n>.ckpt`` (saved mid-epoch on SIGUSR1 before the job is
-requeued). A run whose config changed since its checkpoint was written (``config_changes`` of the
-record, e.g. after ``--rerun-changed`` or a recalibrated scale) starts afresh instead: Lightning would
-restore the old optimizer, schedule and epoch count into the new config. A run that starts afresh
+Resuming: an ``interrupted`` run, or one whose process died without finishing its record (the
+record still says ``running``, or the launching process recorded a ``crash``), resumes from the
+newest of ``checkpoints/last.ckpt`` (end of the last epoch) and Lightning's SLURM auto-requeue
+checkpoint ``hpc_ckpt_<n>.ckpt`` (saved mid-epoch on SIGUSR1 before the job is requeued). A run
+whose config changed since its checkpoint was written (``config_changes`` of the record, e.g. after
+``--rerun-changed`` or a recalibrated scale) starts afresh instead: Lightning would restore the old
+optimizer, schedule and epoch count into the new config. A run that starts afresh
 removes the earlier attempt's ``last*.ckpt`` and ``hpc_ckpt_*`` files first: Lightning would restore
 ``hpc_ckpt_*`` by itself on SLURM, and would save the new run's ``last.ckpt`` as ``last-v1.ckpt``
 beside a stale one.
@@ -24,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-from .records import config_changes, read_record
+from .records import config_changes, ended_unfinished, read_record
 
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 HPC_PREFIX = "hpc_ckpt_"
@@ -69,7 +70,7 @@ def hpc_checkpoints(out: str | Path) -> list[Path]:
 def resume_checkpoint(out: str | Path, prev: dict | None, cfg: dict | None = None) -> Path | None:
     """The checkpoint a run resumes from (see the module docstring), or None to start afresh; with
     ``cfg`` (the run's config now), a checkpoint written under another config is not resumed."""
-    if (prev or {}).get("status") not in ("interrupted", "running"):
+    if not ended_unfinished(prev):
         return None
     if cfg is not None and config_changes(prev, cfg):
         return None

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import deep_merge
-from .records import RUNS_DIR, needs_run, read_record, record_path
+from .records import RUNS_DIR, needs_run, read_record_or_none, record_path
 
 SLURM_ONLY = ("partition", "account", "qos", "constraint", "array_parallelism", "signal_delay_s", "setup",
               "exclude", "comment")
@@ -99,7 +99,7 @@ class RunJob:
         from .train import run_one
 
         s = self.spec
-        rec = read_record(record_path(s["ablation"], s["variant"], s["seed"], self.runs_root))
+        rec = read_record_or_none(record_path(s["ablation"], s["variant"], s["seed"], self.runs_root))
         if is_launch_rank_zero() and not needs_run(rec) and not _own_slurm_job(rec):
             return rec  # completed, or running in another job: the record store decides
         return run_one(ablation=s["ablation"], variant=s["variant"], seed=s["seed"], scale=s["scale"],
@@ -132,7 +132,7 @@ def submit_array(specs: list, opts: dict, runs_root: str | Path | None = None, c
 
 def _step_dirs(spec, runs_root) -> frozenset[str]:
     """The ``runs/_prepare`` step directories (hence step locks) that ``spec``'s run goes through."""
-    from .prepare import step_dir
+    from .steps import step_dir
 
     steps = (getattr(spec, "config", None) or {}).get("prepare") or []
     return frozenset(str(step_dir(s.get("kind"), s, spec.seed, runs_root)) for s in steps if isinstance(s, dict))
@@ -143,7 +143,7 @@ def run_parallel(specs: list, jobs: int, run: Callable, runs_root: str | Path | 
     process); Ctrl-C stops every run (each records itself ``interrupted``) and cancels the rest.
 
     Order: the specs go in the given order, except that a run whose preparation step (pretraining,
-    search: :mod:`reproduce.prepare`) is being done by a run started here waits behind runs that do
+    search: :mod:`reproduce.steps`) is being done by a run started here waits behind runs that do
     not need it. Started next to each other, the second would only block on the step's lock, leaving
     its core idle for the whole pretraining or search; it starts anyway when nothing else is left."""
     env = dict(os.environ)
@@ -165,7 +165,7 @@ def run_parallel(specs: list, jobs: int, run: Callable, runs_root: str | Path | 
             return spec, mine
 
     def one(spec):
-        rec = read_record(record_path(spec.ablation, spec.variant, spec.seed, runs_root))
+        rec = read_record_or_none(record_path(spec.ablation, spec.variant, spec.seed, runs_root))
         if not needs_run(rec):  # another process took it meanwhile
             return rec
         return run(spec, env)

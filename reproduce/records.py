@@ -7,19 +7,36 @@ run, metrics (COCO AP, AP50, AP75, APs, APm, APl, AR100; speed), the per-epoch v
 params, FLOPs (multiply-adds), wall time, hardware, git commit, and the W&B run id and directory.
 
 Writes are atomic (write a temporary file in the same folder, ``os.replace``), so a killed process
-never leaves a half-written record: the store is always consistent. A ``running`` record whose
-process is gone (killed, machine rebooted) is treated as not finished and is run again.
+never leaves a half-written record: the store is always consistent. Records are readable by everyone
+(mode 0644). A ``running`` record whose process is gone (killed, machine rebooted) is treated as not
+finished and is run again.
+
+A file that is not a record (truncated, empty, ``{}``, ``[]``, no valid ``status``) raises
+:class:`UnreadableRecordError`, which names the file and what is wrong with it; the run that meets it
+keeps it aside as ``record.json.corrupt-<time>`` (:func:`set_aside`) and runs again, and
+:func:`load_records` stands in an ``unreadable`` entry for it, so that a table shows that one row as
+"record unreadable" and renders every other row.
+
+The run lock (:func:`hold_run`, ``<run dir>/run.lock``, a ``filelock.FileLock``) is held by the process
+that trains a run, for the whole attempt: two identical commands on one store never train a run twice.
+The operating system drops the lock with its process, so a killed run never leaves a stale one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 RUNS_DIR = Path(os.environ.get("REPRODUCE_RUNS", "runs"))
 STATUSES = ("running", "completed", "failed", "interrupted")
+UNREADABLE = "unreadable"  # the status :func:`load_records` gives a record file it cannot read
+RECORD_MODE = 0o644
 
 
 def run_dir(ablation: str, variant: str, seed: int, root: str | Path | None = None) -> Path:
@@ -28,6 +45,18 @@ def run_dir(ablation: str, variant: str, seed: int, root: str | Path | None = No
 
 class RecordConflictError(ValueError):
     """A stored record belongs to another run (e.g. another scale): the store is left as it is."""
+
+
+class RunLockedError(RecordConflictError):
+    """Another live process holds the run (its run lock): this one leaves the run and its record alone."""
+
+
+class UnreadableRecordError(ValueError):
+    """A record file that is not a run record; the message names the file and what is wrong."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: unreadable record ({reason})")
 
 
 def record_path(ablation: str, variant: str, seed: int, root: str | Path | None = None) -> Path:
@@ -40,6 +69,7 @@ def write_record(path: str | Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".record.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, RECORD_MODE)  # mkstemp creates 0600
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=1, default=str)
             f.flush()
@@ -51,10 +81,41 @@ def write_record(path: str | Path, record: dict) -> None:
 
 
 def read_record(path: str | Path) -> dict | None:
+    """The record at ``path``; None when there is none. Raises :class:`UnreadableRecordError` for a
+    file that is not a record: not UTF-8 JSON, not an object, or without a valid ``status``."""
     path = Path(path)
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnreadableRecordError(path, f"{type(e).__name__}: {e}") from None
+    if not isinstance(rec, dict):
+        raise UnreadableRecordError(path, f"a JSON {type(rec).__name__}, not an object")
+    if rec.get("status") not in STATUSES:
+        why = "no 'status' field" if "status" not in rec else f"status {rec['status']!r}"
+        raise UnreadableRecordError(path, f"{why}; valid: {', '.join(STATUSES)}")
+    return rec
+
+
+def read_record_or_none(path: str | Path) -> dict | None:
+    """:func:`read_record`, with an unreadable record read as none: for a caller deciding whether to
+    start the run, which then sets the file aside and runs again."""
+    try:
+        return read_record(path)
+    except UnreadableRecordError:
+        return None
+
+
+def set_aside(path: str | Path) -> Path:
+    """Keep an unreadable record beside the store as ``<name>.corrupt-<time>``; returns its new path."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    n = 1
+    while aside.exists():
+        aside, n = aside.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{n}"), n + 1
+    os.replace(path, aside)
+    return aside
 
 
 def update_record(path: str | Path, **fields) -> dict:
@@ -64,21 +125,82 @@ def update_record(path: str | Path, **fields) -> dict:
     return rec
 
 
+def _unreadable_entry(ablation: str, path: Path, error: UnreadableRecordError) -> dict:
+    """What :func:`load_records` returns for an unreadable record: its place in the store and why."""
+    seed = path.parent.name[len("seed"):]
+    return {"ablation": ablation, "variant": path.parent.parent.name, "seed": int(seed) if seed.isdigit() else seed,
+            "status": UNREADABLE, "error": str(error), "path": str(path)}
+
+
 def load_records(ablation: str, root: str | Path | None = None) -> list[dict]:
-    """Every record of an ablation (any status), sorted by variant and seed."""
+    """Every record of an ablation (any status), sorted by variant and seed; an unreadable record file
+    is an entry with status :data:`UNREADABLE` (variant and seed from its folder, no scale)."""
     base = Path(root or RUNS_DIR) / ablation
-    recs = [json.loads(p.read_text()) for p in sorted(base.glob("*/seed*/record.json"))]
-    return sorted(recs, key=lambda r: (r.get("variant", ""), r.get("seed", 0)))
+    recs = []
+    for p in sorted(base.glob("*/seed*/record.json")):
+        try:
+            recs.append(read_record(p))
+        except UnreadableRecordError as e:
+            recs.append(_unreadable_entry(ablation, p, e))
+    return sorted(recs, key=_store_order)
+
+
+def _store_order(rec: dict) -> tuple:
+    seed = rec.get("seed", 0)
+    return rec.get("variant", ""), (0, seed) if isinstance(seed, int) else (1, str(seed))
+
+
+def session_of(records: list[dict]) -> dict | None:
+    """The side-by-side speed measurement (``reproduce speed``, :mod:`reproduce.speed_side_by_side`)
+    shared by every completed record, or None when a completed record lacks one or they come from
+    different sessions (then tables use per-run FPS)."""
+    done = [r for r in records if r.get("status") == "completed"]
+    sessions = {(r.get("speed_side_by_side") or {}).get("session") for r in done}
+    if not done or len(sessions) != 1 or None in sessions:
+        return None
+    return done[0]["speed_side_by_side"]
+
+
+# how long to wait for a run lock before taking it as held: long enough for another command's look at the
+# lock (a moment) to pass, short against any training
+LOCK_WAIT_S = 2.0
+
+
+@contextlib.contextmanager
+def hold_run(run_dir: str | Path, wait_s: float = LOCK_WAIT_S):
+    """Hold the run lock of ``run_dir`` (``run.lock`` in it) for the ``with`` block, or raise
+    :class:`RunLockedError` (naming the holder from its record) when another process still holds it
+    after ``wait_s`` seconds."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / "run.lock", timeout=wait_s, mode=RECORD_MODE)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLockedError(f"{run_dir} is held by another live process{_holder(run_dir)}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _holder(run_dir: Path) -> str:
+    rec = read_record_or_none(run_dir / "record.json") or {}
+    return f" (pid {rec['pid']} on {rec.get('host')})" if rec.get("status") == "running" and rec.get("pid") else ""
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs here (a zombie, dead but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state letter follows the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def is_stale(record: dict) -> bool:
@@ -93,17 +215,16 @@ def is_stale(record: dict) -> bool:
 def wait_while_running(path: str | Path, timeout_s: float, poll_s: float = 5.0) -> dict | None:
     """While another live process (here or on another host) holds the record at ``path`` as
     ``running``, wait for it; returns the record as it is then. Raises ``TimeoutError`` after
-    ``timeout_s`` (remove the record if that process is gone for good)."""
-    import time
-
+    ``timeout_s`` (remove the record if that process is gone for good). An unreadable record reads as
+    none (the step that finds it sets it aside and runs again)."""
     t0 = time.time()
-    rec = read_record(path)
+    rec = read_record_or_none(path)
     while rec and rec.get("status") == "running" and not is_stale(rec) and rec.get("pid") != os.getpid():
         if time.time() - t0 > timeout_s:
             raise TimeoutError(f"{path} has been 'running' (pid {rec.get('pid')} on {rec.get('host')}) for over "
                                f"{timeout_s:.0f} s; remove the record if that process is gone")
         time.sleep(poll_s)
-        rec = read_record(path)
+        rec = read_record_or_none(path)
     return rec
 
 
@@ -147,6 +268,14 @@ def config_changes(record: dict | None, cfg: dict) -> list[str]:
         before = record["config"]
     a, b = _comparable(before), _comparable(cfg)
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+
+
+def ended_unfinished(record: dict | None) -> bool:
+    """Whether a run's last attempt ended without finishing its record: stopped (``interrupted``),
+    still ``running`` (its process was killed), or ``failed`` with ``failure_kind`` ``crash`` (its process
+    died and the launching process recorded that). Such a run resumes from its last checkpoint."""
+    status = (record or {}).get("status")
+    return status in ("interrupted", "running") or (status == "failed" and record.get("failure_kind") == "crash")
 
 
 def needs_run(record: dict | None, retry_failed: bool = True) -> bool:

@@ -14,8 +14,8 @@ so on, so a load change hits every run alike. Each run's result is the median ov
 per-round median latency (batch 1, random input at the run's image size, ``torch.inference_mode``),
 stored in its record as ``speed_side_by_side`` with the measuring session's id. ``reproduce tables``
 uses these figures for the FPS column when every completed run of the table carries one from the
-same session, and says so in the table note; otherwise it falls back to the per-run figures and says
-that instead.
+same session (:func:`reproduce.records.session_of`), and says so in the table note; otherwise it
+falls back to the per-run figures and says that instead.
 """
 from __future__ import annotations
 
@@ -88,13 +88,3 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
         update_record(run["path"], speed_side_by_side=speed)
         out.append({"variant": run["variant"], "seed": run["seed"], **speed})
     return out
-
-
-def session_of(records: list[dict]) -> dict | None:
-    """The side-by-side measurement shared by every completed record, or None when a completed
-    record lacks one or they come from different sessions (then tables use per-run FPS)."""
-    done = [r for r in records if r.get("status") == "completed"]
-    sessions = {(r.get("speed_side_by_side") or {}).get("session") for r in done}
-    if not done or len(sessions) != 1 or None in sessions:
-        return None
-    return done[0]["speed_side_by_side"]

@@ -17,8 +17,7 @@ import statistics
 from pathlib import Path
 
 from .config import list_ablations, load_ablation, resolve_scale
-from .speed_side_by_side import session_of
-from .records import load_records
+from .records import UNREADABLE, load_records, session_of
 
 REPORTS = Path("reports")
 MARKERS = {"paper": "", "paper via 3rd": "‡", "code": "*", "3rd": "‡", "derived": "°", "recalled": "†",
@@ -79,7 +78,8 @@ def _tag_marker(tag: str | None) -> str:
 def summarize(ablation: str, scale: str, runs_root=None) -> dict:
     """Aggregate the records of one ablation at one scale: per variant, metric lists and statuses."""
     abl = load_ablation(ablation)
-    recs = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale]
+    # an unreadable record's scale is unknown: its row says so at every scale
+    recs = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale or r["status"] == UNREADABLE]
     metrics = abl.get("table", {}).get("metrics", ["AP", "AP50", "AP75", "APs", "APm", "APl"])
     side = session_of(recs)  # one side-by-side speed measurement of every completed run, if any
     rows = []
@@ -91,6 +91,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
                "running": len([r for r in vr if r.get("status") == "running"]),
                "interrupted": len([r for r in vr if r.get("status") == "interrupted"]),
                "errors": sorted({r.get("error", "")[:120] for r in failed}), "paper": spec.get("paper") or {},
+               "unreadable": [r["error"] for r in vr if r["status"] == UNREADABLE],
                "seeds": sorted(r["seed"] for r in done), "metrics": {}, "curves": [r.get("curve", []) for r in done]}
         for m in set(metrics) | {"AP", "FPS"}:
             if m == "FPS":  # measured inference speed, stored beside the COCO metrics
@@ -207,6 +208,9 @@ def _status(row: dict, total_seeds: int) -> str:
     for key in ("failed", "interrupted", "running"):
         if row.get(key):
             parts.append(f"{row[key]} {key}")
+    if row.get("unreadable"):
+        n = len(row["unreadable"])
+        parts.append(f"{n} record{'s' if n > 1 else ''} unreadable")
     return ", ".join(parts) or "not run"
 
 
@@ -303,6 +307,8 @@ def render_markdown(summary: dict) -> str:
             notes.append(f"{r['label']}: {r['paper']['note']}")
         for e in r["errors"]:
             notes.append(f"{r['label']} failed: `{e}`")
+        for e in r.get("unreadable", []):
+            notes.append(f"{r['label']}: `{e}`")
     for fn in abl.get("table", {}).get("footnotes", []):
         notes.append(fn.strip())
     lines += [f"- {n}" for n in notes]

@@ -176,7 +176,7 @@ def test_ctrl_c_during_fit_is_recorded_interrupted_then_resumes(test_configs, ru
 def test_dataloader_worker_ended_by_sigterm_is_interrupted_not_failed(test_configs, runs_root):
     """A stop of the whole process group (scancel, preemption, kill) often reaches the main process as a
     DataLoader worker's death first; the record must say interrupted (it resumes), not failed."""
-    from reproduce.train import stopped_from_outside
+    from reproduce.runtime import stopped_from_outside
 
     with pytest.raises(KeyboardInterrupt):
         run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["debug.fail_at_step=1", "debug.interrupt=worker"],
@@ -307,7 +307,7 @@ def test_table_cell_shows_std_only_with_two_or_more_seeds():
 
 
 def test_side_by_side_speed_only_when_every_run_shares_one_session():
-    from reproduce.speed_side_by_side import session_of
+    from reproduce.records import session_of
 
     a = {"status": "completed", "speed_side_by_side": {"session": "s1", "fps": 10.0}}
     b = {"status": "completed", "speed_side_by_side": {"session": "s2", "fps": 12.0}}
@@ -316,3 +316,28 @@ def test_side_by_side_speed_only_when_every_run_shares_one_session():
     assert session_of([a, b]) is None  # measured in two sessions: not side by side
     assert session_of([a, {"status": "completed"}]) is None  # one run not measured
     assert session_of([failed]) is None
+
+
+def test_corrupt_record_is_named_shown_unreadable_and_redone(test_configs, runs_root):
+    """A truncated record: tables show its row as "record unreadable" and render the others; a dry run
+    names it and moves nothing; a run keeps it aside as record.json.corrupt-<time> and redoes the run."""
+    bad = record_path("t_abl", "good", 0, runs_root)
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"status": "comp')
+    never = expand("t_abl", "smoke", seeds=1, variants=["never"])[0]
+    write_record(record_path("t_abl", "never", 0, runs_root),
+                 {"ablation": "t_abl", "variant": "never", "seed": 0, "scale": "smoke", "status": "completed",
+                  "metrics": {"AP": 0.25, "AP50": 0.5}, "requested_config": never.config})
+    md = write_ablation_tables("t_abl", runs_root=runs_root, reports=test_configs.parent / "reports")[0].read_text()
+    assert "| Good | 1 record unreadable |" in md and "| Never run | 25.0 (n=1) |" in md
+    assert f"{bad}: unreadable record (JSONDecodeError" in md
+    log = []
+    assert run_ablation("t_abl", "smoke", seeds=1, variants=["good"], isolate=False, runs_root=runs_root, dry_run=True,
+                        dry_run_opts={"measure": False}, log=log.append) == []
+    assert any(f"{bad}: unreadable record" in line and "would run again" in line for line in log)
+    assert bad.read_text() == '{"status": "comp'  # a dry run moves nothing
+    rec = run_ablation("t_abl", "smoke", seeds=1, variants=["good"], isolate=False, runs_root=runs_root,
+                       log=lambda *a: None)[0]
+    assert rec["status"] == "completed" and rec["attempt"] == 1 and read_record(bad) == rec
+    [aside] = bad.parent.glob("record.json.corrupt-*")
+    assert aside.read_text() == '{"status": "comp'

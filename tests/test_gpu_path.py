@@ -5,7 +5,7 @@ import torch
 
 from lightning_modules.detection import DetectionModule
 from reproduce.data.datamodule import DetectionDataModule
-from reproduce.train import MODULE_SWITCHES, build_trainer
+from reproduce.runtime import MODULE_SWITCHES, build_trainer
 from reproduce.train_speed import random_batch
 
 MODEL = {"detector": "retinanet", "backbone": "resnet18_fpn", "backbone_kwargs": {"out_channels": 32}, "image_size": 64}

@@ -124,7 +124,7 @@ def test_local_jobs_run_at_once_and_skip_taken_runs(launch_configs, runs_root):
 
 def test_local_jobs_defer_runs_waiting_on_a_step_another_run_prepares(runs_root):
     """Two runs that share a pretraining step are not started side by side while other runs are left:
-    the second would only block on the step's lock (reproduce.prepare.step_lock) and idle its core."""
+    the second would only block on the step's lock (reproduce.steps.step_lock) and idle its core."""
     from types import SimpleNamespace
 
     step = {"kind": "pretrain", "epochs": 1}

@@ -1,6 +1,6 @@
-"""NATS search (lightning_modules/nats_search.py), its preparation step, the nats_transformation
-ablation config and the arch figure (reproduce/models/nats_figure.py). Smoke sizes: 64 px, 8 train
-images, 1 epoch."""
+"""NATS search (lightning_modules/nats_search.py), its preparation step (reproduce/steps/nats_search.py),
+the nats_transformation ablation config and the arch figure (reproduce/models/nats_figure.py). Smoke
+sizes: 64 px, 8 train images, 1 epoch."""
 import json
 import shutil
 
@@ -44,7 +44,7 @@ def test_split_train_holds_out_the_last_fraction():
 
 
 def test_search_is_reproducible_for_a_seed(in_tmp):
-    from lightning_modules.nats_search import resolve_search, run_search
+    from reproduce.steps.nats_search import resolve_search, run_search
 
     cfg = _cfg()
     params = resolve_search({"kind": "nats_search"}, cfg)
@@ -64,8 +64,8 @@ def test_search_is_reproducible_for_a_seed(in_tmp):
     assert a["arch"] == {k: [cands[i] for i in v.argmax(-1).tolist()] for k, v in a["alphas"].items()}
 
 
-def test_preparer_records_search_and_skips_second_call(in_tmp):
-    from lightning_modules.nats_search import nats_search_step
+def test_step_records_search_and_skips_second_call(in_tmp):
+    from reproduce.steps.nats_search import nats_search_step
     from reproduce.models import nats
 
     out = in_tmp / "runs" / "_prepare" / "nats_search" / "k"
@@ -155,8 +155,8 @@ def _expand_all(tmp_path, monkeypatch):
 
 
 def test_ablation_config_expands_for_smoke_cpu_paper(tmp_path, monkeypatch):
-    from lightning_modules.classification import resolve_pretrain
-    from lightning_modules.nats_search import resolve_search, search_model_config
+    from reproduce.steps.pretrain import resolve_pretrain
+    from reproduce.steps.nats_search import resolve_search, search_model_config
 
     specs = _expand_all(tmp_path, monkeypatch)
     names = ["retinanet_original", "retinanet_nats", "faster_rcnn_original", "faster_rcnn_nats"]
@@ -193,7 +193,7 @@ def test_ablation_config_expands_for_smoke_cpu_paper(tmp_path, monkeypatch):
 
 
 def test_other_ranks_wait_for_rank_zero(tmp_path):
-    from lightning_modules.nats_search import _wait_for_rank_zero
+    from reproduce.steps.nats_search import _wait_for_rank_zero
     from reproduce.records import write_record
 
     path = tmp_path / "record.json"

@@ -4,10 +4,10 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
-from reproduce.prepare import register_preparer, run_preparers
+from reproduce.steps import STEPS, run_steps
+from reproduce.steps.step import Step
 
 
-@register_preparer("_test_slow_step")
 def _slow_step(step, *, cfg, seed, out: Path):
     rec = out / "record.json"
     if rec.is_file():  # an identical completed step: reuse it
@@ -21,12 +21,13 @@ def _slow_step(step, *, cfg, seed, out: Path):
 
 
 def _one(root, seed, queue):
-    cfg, _ = run_preparers({"prepare": [{"kind": "_test_slow_step"}]}, seed, runs_root=root)
+    cfg, _ = run_steps({"prepare": [{"kind": "_test_slow_step"}]}, seed, runs_root=root)
     queue.put(cfg["reused"])
 
 
-def test_concurrent_runs_share_one_step(tmp_path):
-    ctx = mp.get_context("fork")
+def test_concurrent_runs_share_one_step(tmp_path, monkeypatch):
+    monkeypatch.setitem(STEPS, "_test_slow_step", Step("_test_slow_step", _slow_step, outputs=("reused",)))
+    ctx = mp.get_context("fork")  # the children inherit the registered test step
     queue = ctx.Queue()
     procs = [ctx.Process(target=_one, args=(str(tmp_path), s, queue)) for s in (0, 1)]
     for p in procs:

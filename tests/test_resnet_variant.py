@@ -8,7 +8,7 @@ from torch import nn
 
 from reproduce.measure import count_macs, count_params
 from reproduce.models import create_backbone, create_detector, list_models
-from reproduce.models.norms import WSConv2d, convert_to_ws, gn_groups, norm_factory, standardize_weight
+from reproduce.models.norms import WSConv2d, convert_to_ws, gn_groups, standardize_weight
 from reproduce.models.resnet_variant import (
     RESNET_CODES,
     SMNAS_ARCHS,
@@ -69,9 +69,11 @@ def test_gn_groups_rule(c, g):
     assert gn_groups(c) == g and c % g == 0
 
 
-def test_norm_factory_rejects_unknown():
-    with pytest.raises(ValueError, match="unknown norm 'ln'"):
-        norm_factory("ln")
+def test_trunk_rejects_a_norm_outside_the_smnas_space():
+    with pytest.raises(ValueError, match=r"unknown norm 'ln'; valid: bn, gn, gn_ws"):
+        build_resnet_variant(RESNET_CODES[18], "ln")
+    with pytest.raises(ValueError, match=r"unknown norm 'syncbn'; valid: bn, gn, gn_ws"):
+        build_resnet_variant(RESNET_CODES[18], "syncbn")
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50, 101])

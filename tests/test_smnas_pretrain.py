@@ -9,7 +9,7 @@ import torch
 import reproduce.config as config
 from reproduce.ablation import expand, run_ablation
 from reproduce.models.resnet_variant import RESNET_CODES, build_resnet_variant, load_trunk_weights
-from reproduce.prepare import run_preparers
+from reproduce.steps import run_steps
 from reproduce.records import read_record, record_path
 from reproduce.tables import claim_variants
 
@@ -32,9 +32,9 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def test_pretrain_step_records_saves_trunk_and_is_reused(in_tmp, runs_root, monkeypatch):
-    import lightning_modules.classification as cls
+    import reproduce.steps.pretrain as pretrain_step
 
-    cfg, infos = run_preparers(run_cfg(), seed=0, runs_root=runs_root)
+    cfg, infos = run_steps(run_cfg(), seed=0, runs_root=runs_root)
     info = infos[0]
     assert info["kind"] == "pretrain" and not info["reused"] and info["epochs"] == 1
     assert info["wall_time_s"] > 0 and 0.0 <= info["top1"] <= 1.0
@@ -52,15 +52,15 @@ def test_pretrain_step_records_saves_trunk_and_is_reused(in_tmp, runs_root, monk
     assert len(roots) == 1 and (roots[0] / "labels_train.json").is_file()
 
     # another run seed shares the pretraining: same record, nothing trained again
-    monkeypatch.setattr(cls, "_train", lambda *a, **k: pytest.fail("pretraining ran again"))
-    cfg2, infos2 = run_preparers(run_cfg(), seed=1, runs_root=runs_root)
+    monkeypatch.setattr(pretrain_step, "_train", lambda *a, **k: pytest.fail("pretraining ran again"))
+    cfg2, infos2 = run_steps(run_cfg(), seed=1, runs_root=runs_root)
     assert infos2[0]["reused"] and infos2[0]["record"] == info["record"]
     assert cfg2["model"]["backbone_kwargs"]["weights"] == ckpt
     assert infos2[0]["wall_time_s"] == info["wall_time_s"] and read_record(info["record"])["attempt"] == 1
 
 
 def test_pretrain_settings_key_scale_and_seed():
-    from lightning_modules.classification import _settings_key, resolve_pretrain
+    from reproduce.steps.pretrain import _settings_key, resolve_pretrain
 
     base = resolve_pretrain({"kind": "pretrain"}, run_cfg())
     assert base["arch"] == R18 and base["norm"] == "bn" and base["stem"] == "torchvision"
@@ -75,14 +75,14 @@ def test_pretrain_settings_key_scale_and_seed():
 
 
 def test_pretrain_rejects_a_trunk_other_than_the_detectors(in_tmp, runs_root):
-    from lightning_modules.classification import resolve_pretrain
+    from reproduce.steps.pretrain import resolve_pretrain
 
     with pytest.raises(ValueError, match="arch"):
         resolve_pretrain({"kind": "pretrain", "arch": RESNET_CODES[34]}, run_cfg())
     with pytest.raises(ValueError, match="norm"):
         resolve_pretrain({"kind": "pretrain", "norm": "gn"}, run_cfg())
     with pytest.raises(ValueError, match="pretrain.weights"):
-        run_preparers(run_cfg(require_weights=True), seed=0, runs_root=runs_root)
+        run_steps(run_cfg(require_weights=True), seed=0, runs_root=runs_root)
 
 
 def test_pretrain_with_local_weights_uses_them_as_is(in_tmp, runs_root):
@@ -90,7 +90,7 @@ def test_pretrain_with_local_weights_uses_them_as_is(in_tmp, runs_root):
     imagenet_like = build_resnet_variant(R18, "bn", num_classes=1000)  # torchvision layout, fc included
     path = in_tmp / "resnet18.pth"
     torch.save(imagenet_like.state_dict(), path)
-    cfg, infos = run_preparers(run_cfg(weights=str(path), require_weights=True), seed=0, runs_root=runs_root)
+    cfg, infos = run_steps(run_cfg(weights=str(path), require_weights=True), seed=0, runs_root=runs_root)
     assert cfg["model"]["backbone_kwargs"]["weights"] == str(path.resolve())
     assert infos[0]["epochs"] == 0 and infos[0]["source"] == "external"
     assert read_record(infos[0]["record"])["status"] == "completed"
@@ -98,7 +98,7 @@ def test_pretrain_with_local_weights_uses_them_as_is(in_tmp, runs_root):
     bad = in_tmp / "bad.pth"
     torch.save({k: v for k, v in imagenet_like.state_dict().items() if not k.startswith("layer4.")}, bad)
     with pytest.raises(RuntimeError, match="missing keys"):
-        run_preparers(run_cfg(weights=str(bad)), seed=0, runs_root=runs_root)
+        run_steps(run_cfg(weights=str(bad)), seed=0, runs_root=runs_root)
     failed = [r for r in map(read_record, runs_root.glob("_prepare/pretrain/*/*/record.json"))
               if r["status"] == "failed"]
     assert len(failed) == 1 and "missing keys" in failed[0]["error"] and failed[0]["config"]["weights"] == str(bad)
@@ -151,7 +151,7 @@ def test_ablation_config_expands(scale):
         assert m["box_batch_size_per_image"] == 128 and m["backbone_kwargs"]["out_channels"] == 128
         assert m["rpn_post_nms_top_n_train"] == 150 and m["rpn_pre_nms_top_n_train"] == 300
     if scale == "paper":
-        from lightning_modules.classification import resolve_pretrain
+        from reproduce.steps.pretrain import resolve_pretrain
 
         cfg = specs["bn_pretrained"]
         assert cfg["data"]["kind"] == "coco" and cfg["pretrain"]["require_weights"] is True

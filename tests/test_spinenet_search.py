@@ -1,4 +1,5 @@
-"""SpineNet connection search (paper Table 8 protocol, suite version), spec tables by path, the
+"""SpineNet connection search (paper Table 8 protocol, suite version): its search space, the
+recorded step (reproduce/steps/spinenet_search.py), spec tables by path, the
 ``--graph`` CLI hook, and the three SpineNet ablation configs (expansion at every scale, a smoke-scale
 forward of every variant's detector)."""
 from __future__ import annotations
@@ -9,8 +10,10 @@ import random
 import pytest
 import torch
 
-from reproduce.models.spinenet import search as S
+from reproduce.models.spinenet import search_space as SP
 from reproduce.models.spinenet.specs import NUM_STEM_BLOCKS, as_table, table_to_json
+from reproduce.models.spinenet.transforms import rule_connections
+from reproduce.steps import spinenet_search as S
 
 ABLATIONS = ("spinenet_scale_permutation", "spinenet_cross_scale_connections", "spinenet_vs_resnet_fpn")
 
@@ -34,33 +37,33 @@ def tiny_settings(data, order="hourglass", **over) -> dict:
 
 # --- search space ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("order", list(S.ORDERS))
+@pytest.mark.parametrize("order", list(SP.ORDERS))
 def test_sampled_and_mutated_graphs_are_in_the_search_space(order):
     rng = random.Random(0)
-    ref = S.order_table(order)
+    ref = SP.order_table(order)
     for _ in range(20):
-        table = S.sample_connections(order, rng)
-        assert S.search_space_problems(table, order) == [] and S.all_live(table)
-        child = S.mutate(table, rng)
-        assert S.search_space_problems(child, order) == [] and S.all_live(child)
+        table = SP.sample_connections(order, rng)
+        assert SP.search_space_problems(table, order) == [] and SP.all_live(table)
+        child = SP.mutate(table, rng)
+        assert SP.search_space_problems(child, order) == [] and SP.all_live(child)
         changed = [i for i, (a, b) in enumerate(zip(table, child)) if a[2] != b[2]]
         assert len(changed) == 1
-    assert S.search_space_problems(S.rule_connections(ref), order) == []
+    assert SP.search_space_problems(rule_connections(ref), order) == []
 
 
 def test_search_space_violations_are_reported():
-    ref = S.order_table("fish")
+    ref = SP.order_table("fish")
     late = len(ref) - 6  # an intermediate block far from the stem
     f = late + NUM_STEM_BLOCKS
     bad = as_table([(lv, fn, (0, f - 1) if i == late else par, out) for i, (lv, fn, par, out) in enumerate(ref)])
-    assert any("outside" in p for p in S.search_space_problems(bad, "fish"))
+    assert any("outside" in p for p in SP.search_space_problems(bad, "fish"))
     moved = as_table([(lv + (i == 3), fn, par, out) for i, (lv, fn, par, out) in enumerate(ref)])
-    assert any("block order" in p for p in S.search_space_problems(moved, "fish"))
+    assert any("block order" in p for p in SP.search_space_problems(moved, "fish"))
 
 
-# --- the search and its preparer ---------------------------------------------------------------------
+# --- the search and its step -------------------------------------------------------------------------
 
-@pytest.mark.slow  # ~40 s idle; the preparer test below runs the same search path in CI
+@pytest.mark.slow  # ~40 s idle; the step test below runs the same search path in CI
 def test_tiny_search_is_valid_and_reproducible(tiny_data):
     settings = tiny_settings(tiny_data)
     task = S.ProxyTask("hourglass", settings["data"], settings["proxy"])
@@ -71,8 +74,8 @@ def test_tiny_search_is_valid_and_reproducible(tiny_data):
     assert [c["parents"] for c in a["candidates"]] == [c["parents"] for c in b["candidates"]]
     assert [c["AP"] for c in a["candidates"]] == pytest.approx([c["AP"] for c in b["candidates"]], abs=1e-6)
     best = as_table(a["best_table"])
-    ref = S.order_table("hourglass")
-    assert S.search_space_problems(best, "hourglass") == []
+    ref = SP.order_table("hourglass")
+    assert SP.search_space_problems(best, "hourglass") == []
     assert [s[0] for s in best] == [s[0] for s in ref]  # levels preserved
     outs = [s[3] for s in best]
     assert outs == sorted(outs) and sum(outs) == 5  # the five outputs at the end
@@ -81,15 +84,15 @@ def test_tiny_search_is_valid_and_reproducible(tiny_data):
     assert other["candidates"][1]["parents"] != a["candidates"][1]["parents"]
 
 
-def test_preparer_records_skips_and_reuses(tiny_data, tmp_path, monkeypatch):
+def test_step_records_skips_and_reuses(tiny_data, tmp_path, monkeypatch):
     from reproduce.models import create_backbone
-    from reproduce.prepare import run_preparers, step_dir
+    from reproduce.steps import run_steps, step_dir
 
     search_cfg = {k: v for k, v in tiny_settings(tiny_data, max_candidates=2).items() if k != "order"}
     cfg = {"data": tiny_data, "spinenet_search": search_cfg, "model": {"backbone": "r0_sp53_hourglass"},
            "prepare": [{"kind": "spinenet_connection_search", "order": "hourglass", "per_seed": False}]}
     runs = tmp_path / "runs"
-    new_cfg, infos = run_preparers(cfg, seed=0, runs_root=runs)
+    new_cfg, infos = run_steps(cfg, seed=0, runs_root=runs)
     out = step_dir("spinenet_connection_search", cfg["prepare"][0], 0, runs)
     rec = json.loads((out / "record.json").read_text())
     spec_doc = json.loads((out / "specs.json").read_text())
@@ -105,20 +108,20 @@ def test_preparer_records_skips_and_reuses(tiny_data, tmp_path, monkeypatch):
         raise AssertionError("the search ran again")
 
     monkeypatch.setattr(S, "search", no_search)
-    again_cfg, again = run_preparers(cfg, seed=1, runs_root=runs)  # per_seed false: same step, skipped
+    again_cfg, again = run_steps(cfg, seed=1, runs_root=runs)  # per_seed false: same step, skipped
     assert again[0]["skipped"] is True and again_cfg["model"] == new_cfg["model"]
 
     # a committed result with equal settings is adopted without searching (other runs root)
     found = tmp_path / "found_hourglass.json"
     found.write_text((out / "specs.json").read_text())
     cfg2 = {**cfg, "spinenet_search": {**search_cfg, "reuse": str(tmp_path / "found_{order}.json")}}
-    reused_cfg, info = run_preparers(cfg2, seed=0, runs_root=tmp_path / "runs2")
+    reused_cfg, info = run_steps(cfg2, seed=0, runs_root=tmp_path / "runs2")
     assert info[0]["reused_from"] == str(found) and info[0]["wall_time_s"] == rec["wall_time_s"]
     assert reused_cfg["model"]["backbone_kwargs"]["specs"]["specs"] == spec_doc["specs"]
     # other settings than the committed file's: it would search (blocked here)
     cfg3 = {**cfg2, "spinenet_search": {**cfg2["spinenet_search"], "seed": 99}}
     with pytest.raises(AssertionError, match="ran again"):
-        run_preparers(cfg3, seed=0, runs_root=tmp_path / "runs3")
+        run_steps(cfg3, seed=0, runs_root=tmp_path / "runs3")
 
 
 def test_settings_validation(tiny_data):
@@ -130,12 +133,12 @@ def test_settings_validation(tiny_data):
 
 def test_committed_found_specs_match_the_cpu_config():
     """The cpu-scale Hourglass / Fish runs adopt the committed search results (no search on their CPU)."""
-    for order in S.ORDERS:
-        path = S.FOUND_DIR / f"{order}.json"
+    for order in SP.ORDERS:
+        path = SP.FOUND_DIR / f"{order}.json"
         if not path.is_file():
             pytest.skip(f"{path} not committed")
         doc = json.loads(path.read_text())
-        assert S.search_space_problems(doc["specs"], order) == []
+        assert SP.search_space_problems(doc["specs"], order) == []
         assert doc["search"] == S.canonical_settings(S.cli_settings(order)), f"{path}: settings differ from the config"
         assert doc["result"]["best"]["AP"] == max(c["AP"] for c in doc["result"]["candidates"])
 
@@ -146,7 +149,7 @@ def test_specs_by_path_named_and_custom(tmp_path):
     from reproduce.models import create_backbone
 
     rng = random.Random(1)
-    table = S.sample_connections("fish", rng)
+    table = SP.sample_connections("fish", rng)
     path = tmp_path / "fish.json"
     path.write_text(json.dumps({"specs": table_to_json(table), "connections": "searched (test)"}))
     bb = create_backbone("r0_sp53_fish", specs=str(path), filter_size_scale=0.25, endpoints_num_filters=16)
@@ -199,7 +202,7 @@ def _resolved_model(cfg: dict) -> dict:
     (else the order's rule connections) instead of searching."""
     model = dict(cfg["model"])
     for step in cfg.get("prepare") or []:
-        found = S.FOUND_DIR / f"{step['order']}.json"
+        found = SP.FOUND_DIR / f"{step['order']}.json"
         if found.is_file():
             model["backbone_kwargs"] = {**model.get("backbone_kwargs", {}), "specs": str(found)}
     return model

@@ -11,8 +11,6 @@ map back to dataset category ids.
 """
 from __future__ import annotations
 
-from functools import partial
-
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -22,36 +20,30 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from .registry import create_backbone, get_builder, register_detector
+from .norms import get_norm_layer
+from .registry import check_backbone, create_backbone, feature_strides, get_builder, register_detector, size_divisible
 
 # Levels each detector consumes (torchvision's recipes: RetinaNet / FCOS on P3-P7, Faster R-CNN on P2-P6).
 DETECTOR_LEVELS = {"retinanet": (3, 7), "fcos": (3, 7), "faster_rcnn": (2, 6)}
+HEAD_NORMS = ("none", "bn", "gn", "gn_ws")  # a head's convs are not standardized: gn_ws is GroupNorm there
 
 
-def norm_layer(name: str | None, channels_hint: int = 256):
-    """``None`` | ``"bn"`` | ``"gn"`` -> a norm-layer factory for torchvision heads (GN: 32 groups)."""
-    if name in (None, "none"):
-        return None
-    if name == "bn":
-        return nn.BatchNorm2d
-    if name in ("gn", "gn_ws"):
-        return partial(nn.GroupNorm, 32)
-    raise ValueError(f"unknown head norm {name!r}; valid: none, bn, gn")
+def head_norm_layer(name: str | None):
+    """The norm-layer factory of a detector head's ``head_norm`` (None: no norm)."""
+    return get_norm_layer(name, valid=HEAD_NORMS, what="head norm")
 
 
 def _resolve_backbone(backbone, levels: tuple[int, int], backbone_kwargs: dict | None) -> nn.Module:
+    """A registered backbone built for ``levels`` (``backbone_kwargs`` may ask for others) or a module,
+    checked against the backbone contract (``registry.contract_problems``)."""
     if isinstance(backbone, nn.Module):
-        return backbone
+        return check_backbone(backbone)
     kwargs = {"min_level": levels[0], "max_level": levels[1], **(backbone_kwargs or {})}
-    return create_backbone(backbone, **kwargs)
-
-
-def _strides(backbone: nn.Module) -> list[int]:
-    return [int(f["stride"]) for f in backbone.feature_info]
+    return check_backbone(create_backbone(backbone, **kwargs), backbone, (kwargs["min_level"], kwargs["max_level"]))
 
 
 def _transform_kwargs(backbone: nn.Module, image_size: int | None, max_size: int | None) -> dict:
-    kw = {"size_divisible": int(getattr(backbone, "size_divisible", 32))}
+    kw = {"size_divisible": size_divisible(backbone)}
     if image_size is not None:
         kw["min_size"] = image_size
         kw["max_size"] = max_size or image_size
@@ -75,10 +67,10 @@ def retinanet(backbone="resnet50_fpn", num_classes: int = 10, *, backbone_kwargs
               detections_per_img: int = 100, **kwargs) -> RetinaNet:
     """RetinaNet (torchvision) on P3-P7 of any registered backbone; focal loss alpha 0.25 gamma 2."""
     bb = _resolve_backbone(backbone, DETECTOR_LEVELS["retinanet"], backbone_kwargs)
-    anchors = retinanet_anchors(_strides(bb), anchor_size)
+    anchors = retinanet_anchors(feature_strides(bb), anchor_size)
     if head is None:
         head = RetinaNetHead(bb.out_channels, anchors.num_anchors_per_location()[0], num_classes + 1,
-                             norm_layer=norm_layer(head_norm))
+                             norm_layer=head_norm_layer(head_norm))
     return RetinaNet(bb, num_classes + 1, anchor_generator=anchors, head=head, score_thresh=score_thresh,
                      detections_per_img=detections_per_img, **_transform_kwargs(bb, image_size, max_size), **kwargs)
 
@@ -89,7 +81,7 @@ def fcos(backbone="resnet50_fpn", num_classes: int = 10, *, backbone_kwargs: dic
          score_thresh: float = 0.05, detections_per_img: int = 100, **kwargs) -> FCOS:
     """FCOS (torchvision) on P3-P7: one anchor point per location, GroupNorm head (fixed in torchvision), centerness."""
     bb = _resolve_backbone(backbone, DETECTOR_LEVELS["fcos"], backbone_kwargs)
-    anchors = AnchorGenerator(tuple((s,) for s in _strides(bb)), ((1.0,),) * len(bb.feature_info))
+    anchors = AnchorGenerator(tuple((s,) for s in feature_strides(bb)), ((1.0,),) * len(bb.feature_info))
     head = FCOSHead(bb.out_channels, 1, num_classes + 1)
     return FCOS(bb, num_classes + 1, anchor_generator=anchors, head=head, score_thresh=score_thresh,
                 detections_per_img=detections_per_img, **_transform_kwargs(bb, image_size, max_size), **kwargs)
@@ -104,11 +96,11 @@ def faster_rcnn(backbone="resnet50_fpn", num_classes: int = 10, *, backbone_kwar
     stride <= 32; with ``head_norm="gn"`` the box head is 4 conv + 1 fc with GroupNorm
     (torchvision's v2 head), otherwise the two-fc head of the original FPN paper."""
     bb = _resolve_backbone(backbone, DETECTOR_LEVELS["faster_rcnn"], backbone_kwargs)
-    strides = _strides(bb)
+    strides = feature_strides(bb)
     anchors = AnchorGenerator(tuple((anchor_size * s,) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
     roi_levels = [f["name"] for f in bb.feature_info if f["stride"] <= 32]
     roi_pool = MultiScaleRoIAlign(featmap_names=roi_levels, output_size=7, sampling_ratio=2)
-    nl = norm_layer(head_norm)
+    nl = head_norm_layer(head_norm)
     rpn_head = RPNHead(bb.out_channels, anchors.num_anchors_per_location()[0], conv_depth=1)
     box_head = None
     if nl is not None:
@@ -125,8 +117,3 @@ def create_detector(name: str, backbone="resnet50_fpn", num_classes: int = 10, *
     ``num_classes`` counts foreground classes only; the background slot is added here.
     """
     return get_builder("detector", name)(backbone=backbone, num_classes=num_classes, **kwargs)
-
-
-def feature_strides_ok(backbone: nn.Module) -> bool:
-    """True when every level ``p{L}`` has stride ``2**L`` (the contract the anchors rely on)."""
-    return all(f["stride"] == 2 ** int(f["name"][1:]) for f in backbone.feature_info)

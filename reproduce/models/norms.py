@@ -1,8 +1,16 @@
-"""Norm layers for from-scratch detection backbones: BatchNorm, GroupNorm, GroupNorm + Weight Standardization.
+"""Norm layers: the suite's one norm-name resolver, and GroupNorm + Weight Standardization.
+
+:func:`get_norm_layer` (in the spirit of timm's ``get_norm_layer``) turns a norm name into a layer
+factory ``channels -> module`` for every builder that takes a norm by name (detector heads, the
+SM-NAS ResNet trunks and their FPN, the timm ResNet-FPN neck, SpineNet, RSANet's head): ``none``,
+``bn``, ``syncbn``, ``frozen_bn`` (torchvision's ``FrozenBatchNorm2d``), ``gn`` and ``gn_ws``
+(GroupNorm; the builder that accepts ``gn_ws`` standardizes its convs with :func:`convert_to_ws`), or
+a callable, returned as it is. Each caller names the subset it supports, so an unsupported name fails
+with the caller's list of valid ones. GroupNorm has one group rule, :func:`gn_groups`.
 
 SM-NAS (Yao et al., AAAI 2020) trains its searched backbones from scratch with GroupNorm + Weight
 Standardization (**paper** abstract: fast training from scratch; **3rd** liner.com summary and
-**review 002**: GN + WS; ../shared/reference/smnas.md sections 2, 4, 6.1).
+**review 002**: GN + WS; reference smnas.md sections 2, 4, 6.1).
 
 - :class:`WSConv2d` is ``nn.Conv2d`` whose forward standardizes the kernel per output channel:
   ``W_hat = (W - mean) / (std + eps)`` over the fan-in (``C_in/groups * kh * kw``), unbiased std,
@@ -16,13 +24,17 @@ Standardization (**paper** abstract: fast training from scratch; **3rd** liner.c
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
-NORMS = ("bn", "gn", "gn_ws")
+NORMS = ("none", "bn", "syncbn", "frozen_bn", "gn", "gn_ws")
+GN_MAX_GROUPS = 32  # GroupNorm groups (3rd: mmdetection / Detectron GN configs)
 WS_EPS = 1e-5
+NormFactory = Callable[[int], nn.Module]
 
 
 def standardize_weight(weight: torch.Tensor, eps: float = WS_EPS) -> torch.Tensor:
@@ -71,7 +83,7 @@ def effective_weight(conv: nn.Conv2d) -> torch.Tensor:
     return conv.weight if eps is None else standardize_weight(conv.weight, eps)
 
 
-def gn_groups(channels: int, max_groups: int = 32) -> int:
+def gn_groups(channels: int, max_groups: int = GN_MAX_GROUPS) -> int:
     """GroupNorm group count: ``max_groups`` when it divides ``channels``, else the largest divisor of
     ``channels`` that is <= ``max_groups`` (**hypothesis**, see module docstring)."""
     if channels < 1 or max_groups < 1:
@@ -79,20 +91,33 @@ def gn_groups(channels: int, max_groups: int = 32) -> int:
     return max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0)
 
 
-def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
-    """``nn.GroupNorm(gn_groups(channels, max_groups), channels)``."""
-    return nn.GroupNorm(gn_groups(channels, max_groups), channels)
+def group_norm(channels: int, max_groups: int = GN_MAX_GROUPS, eps: float = 1e-5) -> nn.GroupNorm:
+    """``nn.GroupNorm(gn_groups(channels, max_groups), channels, eps=eps)``."""
+    return nn.GroupNorm(gn_groups(channels, max_groups), channels, eps=eps)
 
 
-def norm_factory(norm: str, max_groups: int = 32) -> Callable[[int], nn.Module]:
-    """``"bn"`` -> ``nn.BatchNorm2d``; ``"gn"`` / ``"gn_ws"`` -> GroupNorm with :func:`gn_groups` groups.
-
-    The WS half of ``"gn_ws"`` lives in the convs (see :func:`convert_to_ws`)."""
-    if norm == "bn":
-        return nn.BatchNorm2d
-    if norm in ("gn", "gn_ws"):
-        return lambda c: group_norm(c, max_groups)
-    raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+def get_norm_layer(norm: str | NormFactory | None, *, valid: Sequence[str] = NORMS, momentum: float | None = None,
+                   eps: float | None = None, max_groups: int = GN_MAX_GROUPS, what: str = "norm") -> NormFactory | None:
+    """A norm layer factory ``channels -> module`` for ``norm`` (see the module docstring); None for
+    ``None`` / ``"none"``. ``valid``: the names this caller supports (an unknown or unsupported name
+    raises ``ValueError`` listing them, the message calling it ``what``). ``momentum`` / ``eps``, when
+    given, go to the BatchNorm layers (``eps`` to GroupNorm too); ``max_groups`` caps GroupNorm groups."""
+    if callable(norm):
+        return norm
+    key = "none" if norm is None else norm
+    if key not in valid or key not in NORMS:
+        raise ValueError(f"unknown {what} {norm!r}; valid: {', '.join(n for n in NORMS if n in valid)}")
+    bn = {k: v for k, v in (("momentum", momentum), ("eps", eps)) if v is not None}
+    eps_only = {"eps": eps} if eps is not None else {}
+    if key == "none":
+        return None
+    if key == "bn":
+        return partial(nn.BatchNorm2d, **bn) if bn else nn.BatchNorm2d
+    if key == "syncbn":
+        return partial(nn.SyncBatchNorm, **bn)
+    if key == "frozen_bn":
+        return partial(FrozenBatchNorm2d, **eps_only)
+    return partial(group_norm, max_groups=max_groups, **eps_only)
 
 
 def convert_to_ws(module: nn.Module, eps: float = WS_EPS) -> nn.Module:

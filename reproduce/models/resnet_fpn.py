@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from .norms import get_norm_layer
 from .registry import register_backbone
 
 
@@ -47,7 +48,7 @@ class TimmFPN(nn.Module):
             extra = LastLevelMaxPool()
         else:
             extra = None
-        nl = {"bn": nn.BatchNorm2d, "gn": lambda c: nn.GroupNorm(32, c)}.get(norm) if norm else None
+        nl = get_norm_layer(norm, valid=("none", "bn", "gn"), what="FPN norm")
         self.fpn = FeaturePyramidNetwork([info[l][1] for l in self.trunk_levels], out_channels,
                                          extra_blocks=extra, norm_layer=nl)
         self.out_channels = out_channels

@@ -1,7 +1,7 @@
 """SM-NAS ResNet variants: a ResNet built from an architecture string, with BN, GN or GN + WS.
 
 Reproduces the modular-level backbone search space of SM-NAS (Yao et al., AAAI 2020, section
-"Modular-level search"; ../shared/reference/smnas.md section 4):
+"Modular-level search"; reference smnas.md section 4):
 
 - **Encoding** ``<block>_<base channel>_<stages>``, e.g. ``basicblock_64_1-21-21-12``
   (**review 002** for ``64 1-21-21-12``; **code** huawei-noah/vega ``resnet_variant_det.py`` and
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from .norms import NORMS, convert_to_ws, gn_groups, norm_factory
+from .norms import convert_to_ws, get_norm_layer
 from .registry import register_backbone
 from .resnet_fpn import TimmFPN
 
@@ -71,6 +71,7 @@ _BLOCK_ALIASES = {
 }
 _BLOCKS = {"basicblock": BasicBlock, "bottleneck": Bottleneck}
 STEMS = ("torchvision", "vega")
+TRUNK_NORMS = ("bn", "gn", "gn_ws")  # SM-NAS: BN, GN, GN + WS (every conv of the trunk standardized)
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,10 @@ class ResNetVariant(nn.Module):
                  zero_init_residual: bool = False, in_chans: int = 3):
         super().__init__()
         spec = arch if isinstance(arch, ArchSpec) else parse_arch(arch)
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+        nl = get_norm_layer(norm, valid=TRUNK_NORMS)
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; valid: {', '.join(STEMS)}")
         self.spec, self.norm, self.stem_type = spec, norm, stem
-        nl = norm_factory(norm)
         base = spec.base_channels
         if stem == "torchvision":
             self.conv1 = nn.Conv2d(in_chans, base, 7, 2, 3, bias=False)
@@ -172,7 +171,7 @@ class ResNetVariant(nn.Module):
             self.maxpool = nn.MaxPool2d(3, 2, 1)
         else:  # vega ResNetVariantDet stem: GN groups halved [code]
             half = base // 2
-            stem_nl = nl if norm == "bn" else (lambda c: nn.GroupNorm(gn_groups(c, 16), c))
+            stem_nl = nl if norm == "bn" else get_norm_layer(norm, valid=TRUNK_NORMS, max_groups=16)
             self.conv1 = nn.Conv2d(in_chans, half, 3, 2, 1, bias=False)
             self.bn1 = stem_nl(half)
             self.conv2 = nn.Conv2d(half, base, 3, 2, 1, bias=False)

@@ -32,10 +32,10 @@ from torchvision.ops.misc import Conv2dNormActivation
 from ..detectors import (
     _transform_kwargs,
     create_detector,
-    norm_layer,
+    head_norm_layer,
     retinanet_anchors,
 )
-from ..registry import register_detector
+from ..registry import check_backbone, feature_strides, register_detector
 from .backbone import lcnet_rsafpn
 
 _DEFAULT_BACKBONE = inspect.signature(create_detector).parameters["backbone"].default
@@ -53,7 +53,7 @@ def light_retinanet_head(in_channels: int, num_anchors: int, num_classes: int, *
                          head_norm: str | None = "bn", prior_probability: float = 0.01) -> RetinaNetHead:
     """torchvision's ``RetinaNetHead`` (losses and output layout unchanged) with depthwise-separable
     towers of ``head_convs`` blocks and 1x1 predictors; ``num_classes`` includes the background slot."""
-    norm = norm_layer(head_norm) or nn.Identity
+    norm = head_norm_layer(head_norm) or nn.Identity
     head = RetinaNetHead(in_channels, num_anchors, num_classes)
     cls, reg = head.classification_head, head.regression_head
     cls.conv = _separable_tower(in_channels, head_convs, norm)
@@ -95,8 +95,7 @@ def rsanet(backbone=None, num_classes: int = 20, *, ratio=1, rsam=True, image_si
                          "or use create_detector('retinanet', backbone=...) for other backbones")
     if head_convs is None:
         head_convs = WIDTH_PRESETS[preset]["head_convs"] if preset in WIDTH_PRESETS else 2
-    strides = [int(f["stride"]) for f in bb.feature_info]
-    anchors = retinanet_anchors(strides, anchor_size)
+    anchors = retinanet_anchors(feature_strides(check_backbone(bb, "lcnet_rsafpn")), anchor_size)
     head = light_retinanet_head(bb.out_channels, anchors.num_anchors_per_location()[0], num_classes + 1,
                                 head_convs=head_convs, head_norm=head_norm)
     model = RetinaNet(bb, num_classes + 1, anchor_generator=anchors, head=head, score_thresh=score_thresh,

@@ -10,12 +10,13 @@ Registered backbones (``reproduce.models.create_backbone(name, **kw)``), one per
 callable; ``norm_layer=`` takes the callable too), ``bn_momentum`` (PyTorch convention, default 0.003 =
 1 - TF 0.997), ``bn_eps`` (default 1e-4), ``merge_unused`` (zero-outdegree merge; default from the
 architecture's metadata).
-``specs`` (a spec table, or the path of a JSON file written by ``search.py``) replaces the
-connections of a named architecture: the block order (levels, block types, output flags) must stay
-the architecture's, e.g. searched connections for ``r0_sp53_hourglass`` / ``r0_sp53_fish`` (paper
-Table 8). ``spinenet_custom`` takes any table (``specs=``, required) and a ``scaling`` id.
-Registered detector: ``retinanet_spinenet`` (``head.spinenet_retinanet``).
-Registered preparer: ``spinenet_connection_search`` (``search.py``).
+``specs`` (a spec table, or the path of a JSON file written by the connection search,
+``reproduce.steps.spinenet_search``) replaces the connections of a named architecture: the block
+order (levels, block types, output flags) must stay the architecture's, e.g. searched connections for
+``r0_sp53_hourglass`` / ``r0_sp53_fish`` (paper Table 8). ``spinenet_custom`` takes any table
+(``specs=``, required) and a ``scaling`` id.
+Registered detector: ``retinanet_spinenet`` (``head.spinenet_retinanet``). The connection search space
+of a fixed block order (paper Table 8) is ``search_space``.
 ``draw_model_graph(name, out_path)`` draws a registered architecture (``reproduce show NAME --graph``).
 
 ``min_level <= 2`` on the official SpineNet specs appends tensorflow/models' level-2 output spec
@@ -100,5 +101,3 @@ def _builder(arch: Architecture):
 
 for _arch in ARCHITECTURES.values():
     register_backbone(_arch.name)(_builder(_arch))
-
-from . import search  # noqa: E402,F401  (registers the spinenet_connection_search preparer; light imports)

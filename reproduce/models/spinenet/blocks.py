@@ -1,6 +1,6 @@
 """SpineNet building blocks: bottleneck / residual blocks, block groups, cross-scale resampling.
 
-Sources (tags as in ``shared/reference/README.md``):
+Sources (tags: **paper**, **code** = the authors' official code, **3rd** = third party):
 
 - Blocks [**code**: tensorflow/tpu ``modeling/architecture/nn_blocks.py``; paper section 3.2]:
   bottleneck = 1x1 (f) BN act, 3x3 (f) BN act, 1x1 (4f) BN, drop-connect, + shortcut, act;
@@ -28,41 +28,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from timm.layers.pool2d_same import MaxPool2dSame
 from torch import nn
 from torchvision.ops import Conv2dNormActivation, StochasticDepth
-from torchvision.ops.misc import FrozenBatchNorm2d
 
-NormFactory = Callable[[int], nn.Module]
+from ..norms import NormFactory, get_norm_layer
 
 TPU_BN_MOMENTUM = 1.0 - 0.997  # tensorflow/tpu BatchNormActivation, in PyTorch's convention [code]
 TPU_BN_EPS = 1e-4  # [code]
 TRUNC_NORMAL_STD_FACTOR = 0.87962566103423978  # std of a unit normal truncated at +-2 (TF VarianceScaling)
 
 
-def make_norm(norm: str | NormFactory = "bn", *, momentum: float = TPU_BN_MOMENTUM, eps: float = TPU_BN_EPS,
-              gn_groups: int = 32) -> NormFactory:
-    """``"bn"`` | ``"syncbn"`` | ``"frozen_bn"`` | ``"gn"`` | a callable ``num_channels -> module``.
+SPINENET_NORMS = ("bn", "syncbn", "frozen_bn", "gn")
 
-    ``momentum`` is PyTorch's (weight of the new batch statistic). GroupNorm uses
-    ``gcd(gn_groups, channels)`` groups so that scaled-down widths (e.g. 41 channels) stay valid
-    (**hypothesis**: the paper uses BN only).
-    """
-    if callable(norm):
-        return norm
-    if norm == "bn":
-        return partial(nn.BatchNorm2d, momentum=momentum, eps=eps)
-    if norm == "syncbn":
-        return partial(nn.SyncBatchNorm, momentum=momentum, eps=eps)
-    if norm == "frozen_bn":
-        return partial(FrozenBatchNorm2d, eps=eps)
-    if norm == "gn":
-        return lambda c: nn.GroupNorm(math.gcd(gn_groups, c), c, eps=eps)
-    raise ValueError(f"unknown norm {norm!r}; valid: bn, syncbn, frozen_bn, gn, or a callable")
+
+def make_norm(norm: str | NormFactory = "bn", *, momentum: float = TPU_BN_MOMENTUM, eps: float = TPU_BN_EPS) -> NormFactory:
+    """``"bn"`` | ``"syncbn"`` | ``"frozen_bn"`` | ``"gn"`` | a callable ``num_channels -> module``: the
+    suite's resolver (:func:`reproduce.models.norms.get_norm_layer`) with the TPU BatchNorm momentum
+    (PyTorch's convention: the weight of the new batch statistic) and epsilon as defaults. GroupNorm
+    takes the suite's group rule (``norms.gn_groups``), so scaled-down widths (e.g. 41 channels) stay
+    valid (**hypothesis**: the paper uses BN only)."""
+    return get_norm_layer(norm, valid=SPINENET_NORMS, momentum=momentum, eps=eps)
 
 
 def make_act(name: str) -> Callable[..., nn.Module]:

@@ -1,46 +1,44 @@
-"""Connection search for a fixed block order (paper Table 8: the Hourglass and Fish baselines).
+"""The ``spinenet_connection_search`` preparation step: connections for a fixed SpineNet block order.
 
-Paper facts (shared/reference/spinenet.md sections 5.3 and 8.1):
-- For each hand-fixed order (Hourglass, Fish) "the cross-scale connections are searched in the same
-  way as for R0-SP53" (**paper**, Table 8 text).
-- Search space of a block's connections (**paper** section 5.3): every block takes exactly two
-  inputs; intermediate blocks pick their parents among the last 5 blocks built, output blocks may
-  pick any existing block. Intermediate blocks without an outgoing edge connect to the output block
-  of their level (section 5.4; ``topology.py``).
-- Reward: AP on 7,392 images held out from COCO train2017; proxy model: SpineNet-49 with feature
-  dimensions x 0.25, alpha 0.25, head dimension 64, trained 5 epochs at 512 px; controller: an RNN
-  trained with reinforcement learning, ~13k architectures sampled for R0-SP53 (**paper** 5.3).
+Paper Table 8 compares the learned scale permutation with the hand-fixed Hourglass and Fish orders,
+whose "cross-scale connections are searched in the same way as for R0-SP53" (**paper**, Table 8 text;
+reference spinenet.md sections 5.3 and 8.1). The search space is
+:mod:`reproduce.models.spinenet.search_space`. The paper's reward: AP on 7,392 images held out from
+COCO train2017; proxy model: SpineNet-49 with feature dimensions x 0.25, alpha 0.25, head dimension 64,
+trained 5 epochs at 512 px; controller: an RNN trained with reinforcement learning, ~13k architectures
+sampled for R0-SP53 (**paper** 5.3).
 
-What this module does instead (**hypothesis** throughout; the suite cannot afford 13k proxy runs):
+What this step does instead (**hypothesis** throughout; the suite cannot afford 13k proxy runs):
+
 - Search: a seeded regularized (aging) evolution (Real et al., AAAI 2019) over the parent choices, or
   pure random search (``strategy: random``). The first candidate is the deterministic
   ``transforms.rule_connections`` graph (a point of the same space, so the search never returns a
   graph that scored worse on the proxy than the rule); the next ``population - 1`` are random; then
   each child mutates the parents of one block of the best of ``sample`` population members.
-- Only graphs in which every block reaches an endpoint are candidates (rejection sampling), so every
-  candidate has exactly the order's block set, as the paper's R0-SP53 space keeps ResNet-50's blocks.
-- Proxy: RetinaNet (``retinanet_spinenet``) with the candidate backbone scaled like the paper's
-  proxy (``width_multiplier`` 0.25, ``resample_alpha_multiplier`` 0.5 -> filter scale 0.25, alpha
-  0.25, endpoints and head 64), trained ``train_steps`` steps on a data set's train split minus
-  ``holdout_images`` held-out images (the last ones by image id), scored by COCO AP (torchmetrics,
-  ``lightning_modules.detection.make_map_metric``) on the held-out images. Every candidate sees the
-  same initial seed and batch order (common random numbers), so AP differences come from the graph.
+- Proxy (:class:`ProxyTask`): RetinaNet (``retinanet_spinenet``) with the candidate backbone scaled
+  like the paper's proxy (``width_multiplier`` 0.25, ``resample_alpha_multiplier`` 0.5 -> filter
+  scale 0.25, alpha 0.25, endpoints and head 64), trained ``train_steps`` steps on a data set's train
+  split minus ``holdout_images`` held-out images (the last ones by image id), scored by COCO AP
+  (torchmetrics, ``lightning_modules.detection.make_map_metric``) on the held-out images. Every
+  candidate sees the same initial seed and batch order (common random numbers), so AP differences
+  come from the graph.
 - Budget: ``time_budget_s`` (no candidate is started that would, at the mean candidate time so far,
   end after it) and/or ``max_candidates``. With a time budget the number of candidates depends on the
   machine; with ``max_candidates`` alone a seed gives the same search on the same machine.
 
 Entry points:
-- the preparer ``spinenet_connection_search`` (a recorded step, ``reproduce/prepare.py``): step keys
-  ``order`` (hourglass | fish) and optionally any search setting; the other settings come from the run
-  config's ``spinenet_search:`` section, then ``DEFAULT_SEARCH``. Writes ``<out>/record.json`` (every
-  candidate with its proxy AP, the best, wall time) and ``<out>/specs.json`` (the found table in the
-  official tuple format, with metadata), and returns the override
-  ``model.backbone_kwargs.specs`` (the table and its metadata, so the detection record is
+- the step (``prepare: [{kind: spinenet_connection_search, order: hourglass}]``, see
+  :mod:`reproduce.steps`): step keys ``order`` (hourglass | fish) and optionally any search setting;
+  the other settings come from the run config's ``spinenet_search:`` section, then
+  ``DEFAULT_SEARCH``. A recorded run (:class:`reproduce.runtime.RecordedRun`): writes
+  ``<out>/record.json`` (every candidate with its proxy AP, the best, wall time) and
+  ``<out>/specs.json`` (the found table in the official tuple format, with metadata), and returns the
+  override ``model.backbone_kwargs.specs`` (the table and its metadata, so the detection record is
   self-contained). With ``reuse: <path with {order}>`` a committed result whose search settings equal
   this step's is adopted instead of searching again (its original cost is kept in the record).
-  Under DDP every rank runs the preparers; run a paper-scale search beforehand in one process
+  Under DDP every rank runs the preparation steps; run a paper-scale search beforehand in one process
   (``--scale paper``, below) so that the ranks only adopt its result.
-- ``python -m reproduce.models.spinenet.search --order hourglass --budget-s 300
+- ``python -m reproduce.steps.spinenet_search --order hourglass --budget-s 300
   --out reproduce/models/spinenet/found/hourglass.json`` (settings default to the cpu scale of
   ``configs/ablations/spinenet_scale_permutation.yaml``; ``--scale paper`` writes
   ``found/<order>_paper.json``, which the paper scale's ``reuse`` reads).
@@ -56,14 +54,26 @@ import time
 from collections import deque
 from pathlib import Path
 
-from ...prepare import register_preparer
-from .architectures import ARCHITECTURES
-from .specs import NUM_STEM_BLOCKS, as_table, table_to_json
-from .topology import resolve
-from .transforms import CANDIDATE_WINDOW, rule_connections, with_connections
+import torch
+from torch.utils.data import DataLoader, Subset
 
-ORDERS = {"hourglass": "r0_sp53_hourglass", "fish": "r0_sp53_fish"}  # order -> architecture (its block order)
-FOUND_DIR = Path(__file__).resolve().parent / "found"
+from lightning_modules.detection import make_map_metric, metric_targets
+from lightning_modules.optim import build_optimizer, lr_lambda, param_groups
+from reproduce.config import ROOT, deep_merge, load_ablation, resolve_run_config
+from reproduce.data.coco import CocoDetection
+from reproduce.data.datamodule import SYNTH_DEFAULTS, SYNTH_KEYS, collate, synthetic_root
+from reproduce.data.transforms import build_transforms
+from reproduce.models import create_detector
+from reproduce.models.spinenet.architectures import ARCHITECTURES
+from reproduce.models.spinenet.search_space import (FOUND_DIR, ORDERS, connections_of, mutate, order_table,
+                                                    sample_connections, search_space_problems)
+from reproduce.models.spinenet.specs import table_to_json
+from reproduce.models.spinenet.transforms import rule_connections
+from reproduce.records import read_record, write_record
+from reproduce.runtime import RecordedRun, hardware
+
+from .step import Step
+
 ABLATION = "spinenet_scale_permutation"  # whose cpu-scale ``spinenet_search`` section the CLI uses
 
 DEFAULT_PROXY = {
@@ -96,86 +106,8 @@ DEFAULT_SEARCH = {
 SETTING_KEYS = set(DEFAULT_SEARCH) | {"order", "reuse"}
 
 
-# --- search space -----------------------------------------------------------------------------------
-
-def order_table(order: str) -> list[tuple]:
-    """The block order of ``order`` (hourglass | fish) as a spec table (its rule connections)."""
-    if order not in ORDERS:
-        raise ValueError(f"unknown block order {order!r}; valid: {', '.join(ORDERS)}")
-    return ARCHITECTURES[ORDERS[order]].table
-
-
-def candidate_parents(feature: int, is_output: bool) -> range:
-    """Features a block may read (paper 5.3): the last ``CANDIDATE_WINDOW`` built for an intermediate
-    block, every earlier feature for an output block."""
-    return range(0 if is_output else max(0, feature - CANDIDATE_WINDOW), feature)
-
-
-def search_space_problems(table, order) -> list[str]:
-    """Why ``table`` is not a member of ``order``'s search space (empty list: it is)."""
-    ref = order_table(order) if isinstance(order, str) else as_table(order)
-    table = as_table(table)
-    problems = []
-    if [(lv, fn, out) for lv, fn, _, out in table] != [(lv, fn, out) for lv, fn, _, out in ref]:
-        problems.append("block order (levels, block types, output flags) differs from the fixed order")
-    outs = [out for *_, out in table]
-    if outs != sorted(outs):
-        problems.append("output blocks are not all at the end of the order")
-    for i, (_, _, par, out) in enumerate(table):
-        f = i + NUM_STEM_BLOCKS
-        allowed = candidate_parents(f, out)
-        if len(set(par)) != 2:
-            problems.append(f"spec {i}: needs two distinct parents, has {par}")
-        bad = [p for p in par if p not in allowed]
-        if bad:
-            problems.append(f"spec {i} (feature {f}, {'output' if out else 'intermediate'}): parents {bad} "
-                            f"outside {allowed.start}..{allowed.stop - 1}")
-    return problems
-
-
-def all_live(table, merge_unused: bool = True) -> bool:
-    """Does every block reach an endpoint (so the candidate keeps the whole block set)?"""
-    return not resolve(table, merge_unused=merge_unused).dead
-
-
-def _pick(rng: random.Random, feature: int, is_output: bool) -> tuple[int, int]:
-    return tuple(sorted(rng.sample(candidate_parents(feature, is_output), 2)))
-
-
-def sample_connections(order: str, rng: random.Random, max_tries: int = 10_000) -> list[tuple]:
-    """A uniformly random member of the search space in which every block is live (rejection)."""
-    ref = order_table(order)
-    for _ in range(max_tries):
-        table = with_connections(ref, [_pick(rng, i + NUM_STEM_BLOCKS, out) for i, (*_, out) in enumerate(ref)])
-        if all_live(table):
-            return table
-    raise RuntimeError(f"no live graph for order {order!r} in {max_tries} samples")
-
-
-def mutate(table, rng: random.Random, max_tries: int = 10_000) -> list[tuple]:
-    """Re-draw the parents of one random block (different from its current ones); keeps liveness."""
-    table = as_table(table)
-    for _ in range(max_tries):
-        i = rng.randrange(len(table))
-        new = _pick(rng, i + NUM_STEM_BLOCKS, table[i][3])
-        if new == table[i][2]:
-            continue
-        child = with_connections(table, [new if j == i else par for j, (_, _, par, _) in enumerate(table)])
-        if all_live(child):
-            return child
-    raise RuntimeError("no live mutation found")
-
-
-def connections_of(table) -> list[list[int]]:
-    return [list(par) for _, _, par, _ in as_table(table)]
-
-
-# --- proxy task -------------------------------------------------------------------------------------
-
 def canonical_data(data: dict) -> dict:
     """The part of a data config that decides the proxy's images (the synthetic root folder excluded)."""
-    from reproduce.data.datamodule import SYNTH_DEFAULTS, SYNTH_KEYS
-
     kind = data.get("kind", "synthetic")
     if kind == "synthetic":
         return {"kind": kind, **{k: data.get(k, SYNTH_DEFAULTS.get(k)) for k in SYNTH_KEYS}}
@@ -188,13 +120,6 @@ class ProxyTask:
     """Train a candidate briefly on the train split minus a held-out part; score AP on the held-out part."""
 
     def __init__(self, order: str, data: dict, proxy: dict):
-        import torch
-        from torch.utils.data import Subset
-
-        from reproduce.data.coco import CocoDetection
-        from reproduce.data.datamodule import synthetic_root
-        from reproduce.data.transforms import build_transforms
-
         self.order, self.proxy = order, dict(proxy)
         if data.get("kind", "synthetic") == "synthetic":
             root, split = synthetic_root(data), "train"
@@ -214,20 +139,11 @@ class ProxyTask:
                                    ("cpu" if dev == "auto" else dev))
 
     def _loader(self, ds, train: bool, seed: int):
-        import torch
-        from torch.utils.data import DataLoader
-
-        from reproduce.data.datamodule import collate
-
         return DataLoader(ds, batch_size=int(self.proxy["batch_size"]), shuffle=train, collate_fn=collate,
                           num_workers=int(self.proxy.get("num_workers", 0)), drop_last=train,
                           generator=torch.Generator().manual_seed(seed))
 
     def build(self, table, seed: int):
-        import torch
-
-        from reproduce.models import create_detector
-
         torch.manual_seed(seed)
         p = self.proxy
         return create_detector("retinanet_spinenet", ORDERS[self.order], num_classes=self.num_classes,
@@ -238,11 +154,6 @@ class ProxyTask:
 
     def score(self, table, seed: int) -> dict:
         """Proxy-train ``table`` and return its held-out COCO metrics, last loss and times."""
-        import torch
-
-        from lightning_modules.detection import make_map_metric, metric_targets
-        from lightning_modules.optim import build_optimizer, lr_lambda, param_groups
-
         p = self.proxy
         t0 = time.time()
         det = self.build(table, seed)
@@ -284,13 +195,9 @@ class ProxyTask:
                 "eval_s": round(time.time() - t1, 2)}
 
 
-# --- the search ---------------------------------------------------------------------------------------
-
 def resolve_settings(step: dict | None = None, cfg: dict | None = None) -> dict:
     """``DEFAULT_SEARCH`` <- the run config's ``spinenet_search`` <- the step's own keys; ``data``
     defaults to the run's data section. Unknown keys raise."""
-    from reproduce.config import deep_merge
-
     cfg = cfg or {}
     over = {k: v for k, v in (step or {}).items() if k not in ("kind", "per_seed")}
     settings = deep_merge(DEFAULT_SEARCH, cfg.get("spinenet_search") or {}, over)
@@ -316,10 +223,6 @@ def canonical_settings(settings: dict) -> dict:
 
 def search(settings: dict, log=print, task: ProxyTask | None = None) -> dict:
     """Run one connection search; returns the search record (candidates, best, wall time)."""
-    import torch
-
-    from reproduce.train import hardware
-
     s = settings
     order, seed = s["order"], int(s["seed"])
     budget, max_cand = s.get("time_budget_s"), s.get("max_candidates")
@@ -391,17 +294,8 @@ def found_specs(result: dict) -> dict:
                                                "finished")}}
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    from reproduce.records import write_record
-
-    write_record(path, obj)
-
-
-@register_preparer("spinenet_connection_search")
-def prepare_connection_search(step: dict, *, cfg: dict, seed: int, out: Path, log=print) -> tuple[dict, dict]:
+def connection_search_step(step: dict, *, cfg: dict, seed: int, out: Path, log=print) -> tuple[dict, dict]:
     """The recorded search step; see the module docstring. ``seed`` is the run's (the search has its own)."""
-    from reproduce.records import read_record
-
     settings = resolve_settings(step, cfg)
     canon = canonical_settings(settings)
     out = Path(out)
@@ -412,30 +306,23 @@ def prepare_connection_search(step: dict, *, cfg: dict, seed: int, out: Path, lo
         reuse = settings.get("reuse")
         found_path = Path(reuse.format(order=settings["order"])) if reuse else None
         if found_path is not None and not found_path.is_absolute() and not found_path.is_file():
-            found_path = Path(__file__).resolve().parents[3] / found_path
+            found_path = ROOT / found_path
         found = json.loads(found_path.read_text()) if found_path is not None and found_path.is_file() else None
-        if found is not None and found.get("search") == canon:
-            log(f"spinenet_connection_search[{settings['order']}]: reusing {found_path}")
-            spec_doc = dict(found, reused_from=str(found_path))
-            rec = {"kind": "spinenet_connection_search", "status": "completed", "order": settings["order"],
-                   "settings": canon, "reused_from": str(found_path), **found["result"]}
-        else:
-            if found is not None:
-                log(f"spinenet_connection_search[{settings['order']}]: {found_path} has other settings; searching")
-            _write_json(rec_path, {"kind": "spinenet_connection_search", "status": "running", "settings": canon,
-                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            try:
-                result = search(settings, log=log)
-            except BaseException as e:
-                _write_json(rec_path, {"kind": "spinenet_connection_search", "status": "failed", "settings": canon,
-                                       "error": f"{type(e).__name__}: {e}"})
-                raise
-            spec_doc = found_specs(result)
-            rec = {"kind": "spinenet_connection_search", "status": "completed", "order": settings["order"],
-                   "settings": canon, "reused_from": None, **spec_doc["result"]}
-        _write_json(specs_path, spec_doc)
-        rec["connections"] = spec_doc["connections"]
-        _write_json(rec_path, rec)
+        # the attempt's whole time goes to total_time_s; wall_time_s is the search's own (or, reused, the original's)
+        with RecordedRun(rec_path, time_key="total_time_s", log=log) as run:
+            record = run.begin({"kind": "spinenet_connection_search", "order": settings["order"], "settings": canon})
+            if found is not None and found.get("search") == canon:
+                log(f"spinenet_connection_search[{settings['order']}]: reusing {found_path}")
+                spec_doc = dict(found, reused_from=str(found_path))
+                record.update(reused_from=str(found_path), **found["result"])
+            else:
+                if found is not None:
+                    log(f"spinenet_connection_search[{settings['order']}]: {found_path} has other settings; searching")
+                spec_doc = found_specs(search(settings, log=log))
+                record.update(reused_from=None, **spec_doc["result"])
+            write_record(specs_path, spec_doc)
+            record["connections"] = spec_doc["connections"]
+        rec = run.record
     spec_doc = json.loads(specs_path.read_text())
     spec_arg = {k: spec_doc[k] for k in ("specs", "connections", "tag", "order")} | {"specs_file": str(specs_path)}
     overrides = {"model": {"backbone": ORDERS[settings["order"]], "backbone_kwargs": {"specs": spec_arg}}}
@@ -445,12 +332,8 @@ def prepare_connection_search(step: dict, *, cfg: dict, seed: int, out: Path, lo
     return overrides, info
 
 
-# --- command line ---------------------------------------------------------------------------------------
-
 def cli_settings(order: str, ablation: str = ABLATION, scale: str = "cpu") -> dict:
-    """The search settings of ``ablation`` at ``scale`` for ``order`` (what its preparer would use)."""
-    from reproduce.config import load_ablation, resolve_run_config
-
+    """The search settings of ``ablation`` at ``scale`` for ``order`` (what its step would use)."""
     abl = load_ablation(ablation)
     variant = next((v for v, spec in abl["variants"].items()
                     if any(st.get("order") == order for st in spec.get("prepare") or [])), None)
@@ -477,12 +360,15 @@ def main(argv: list[str] | None = None) -> int:
     result = search(settings)
     name = f"{args.order}.json" if args.scale == "cpu" else f"{args.order}_{args.scale}.json"
     out = Path(args.out or FOUND_DIR / name)
-    _write_json(out, found_specs(result))
+    write_record(out, found_specs(result))
     best = result["best"]
     print(f"wrote {out}: {len(result['candidates'])} candidates in {result['wall_time_s']:.0f} s, "
           f"best #{best['index']} ({best['origin']}) AP {best['AP']:.4f}")
     return 0
 
+
+STEP = Step("spinenet_connection_search", connection_search_step,
+            outputs=("model.backbone", "model.backbone_kwargs.specs"))
 
 if __name__ == "__main__":
     raise SystemExit(main())
