@@ -70,6 +70,10 @@ DEFAULT_OPTIMIZER = {"name": "adamw", "lr": 2.0e-3, "weight_decay": 0.05, "warmu
                      "warmup_factor": 0.01, "schedule": "cosine", "min_lr": 1.0e-5}
 TRUNK_FILE = "trunk.pt"
 DATA_KEYS = ("root", "image_size", "train_images", "val_images", "seed", "clutter", "batch_size", "num_workers")
+# Every key of the ``pretrain:`` section and of a ``{kind: pretrain}`` step (reproduce/schema.py checks
+# them at load time): a setting this step starts to read is added here.
+PRETRAIN_KEYS = {"arch", "norm", "stem", "epochs", "optimizer", "trainer", "per_seed", "init_seed", "label_smoothing",
+                 "weights", "require_weights", "wait_timeout_s", "wait_poll_s", *DATA_KEYS}
 
 
 class ClassificationModule(pl.LightningModule):

@@ -18,13 +18,14 @@ config, params, FLOPs and estimated device-hours instead (:mod:`reproduce.dry_ru
 """
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import apply_sets, load_ablation, resolve_run_config
+from .config import apply_sets, load_ablation, resolve_run_config, run_layers, set_layers
 from .models.registry import UnknownNameError
 from .records import RecordConflictError, config_changes, needs_run, read_record, record_path, update_record
 
@@ -48,7 +49,10 @@ def _schedule_length(cfg: dict) -> int:
 def expand(name: str, scale: str, seeds: int | list[int] | None = None, variants: list[str] | None = None,
            sets: list[str] | None = None) -> list[RunSpec]:
     """The runs of an ablation at a scale: selected variants x seeds, each with its resolved config."""
+    from .schema import check_ablation_file, check_run_config
+
     abl = load_ablation(name)
+    check_ablation_file(abl)
     valid = list(abl["variants"])
     for v in variants or []:
         if v not in valid:
@@ -56,8 +60,11 @@ def expand(name: str, scale: str, seeds: int | list[int] | None = None, variants
     if seeds is None:
         seeds = int(abl.get("seeds", 3))
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    return [RunSpec(name, v, s, scale, abl.get("paper", "suite"), resolve_run_config(abl, v, scale, sets))
-            for v in (variants or valid) for s in seed_list]
+    specs = []
+    for v in variants or valid:  # every key checked before any run starts (reproduce/schema.py)
+        cfg = check_run_config(resolve_run_config(abl, v, scale, sets), [*run_layers(abl, v, scale), *set_layers(sets)])
+        specs += [RunSpec(name, v, s, scale, abl.get("paper", "suite"), copy.deepcopy(cfg)) for s in seed_list]
+    return specs
 
 
 def _run_isolated(spec: RunSpec, runs_root: str | None, env: dict | None = None) -> dict:

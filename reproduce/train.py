@@ -23,6 +23,7 @@ import subprocess
 import time
 import traceback
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -81,6 +82,10 @@ def stopped_from_outside(e: BaseException) -> bool:
     return False
 
 
+# debug: keys (reproduce/schema.py checks them at load time)
+DEBUG_KEYS = {"fail_at_step": int | None, "interrupt": bool | Literal["worker"]}
+
+
 class FailAtStep(Callback):
     """``debug.fail_at_step: N`` raises at step N (``debug.interrupt: true``: a KeyboardInterrupt, as
     Ctrl-C would; ``debug.interrupt: worker``: the error of a DataLoader worker ended by SIGTERM, as a
@@ -120,6 +125,10 @@ def hardware() -> dict:
 
 # trainer: keys that are not Trainer arguments (model / runtime switches, see reproduce/gpu_path.py)
 MODULE_SWITCHES = ("channels_last", "compile", "float32_matmul_precision")
+# Every trainer: key the suite reads itself (name -> type); reproduce/schema.py accepts these besides
+# the arguments of pl.Trainer (checked against its signature): a new one is added here.
+TRAINER_OWN_KEYS = {"channels_last": bool, "compile": bool | dict | None,
+                    "float32_matmul_precision": Literal["highest", "high", "medium"] | None}
 
 
 def build_trainer(cfg: dict, out: Path, loggers, callbacks) -> pl.Trainer:
@@ -214,7 +223,8 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
         record.update(_measure(module, cfg, speed=False))
         log_cfg = cfg.get("logger", {})
         loggers = make_loggers(out, paper=paper, ablation=ablation, variant=variant, seed=seed, scale=scale,
-                               config=cfg, use_wandb=log_cfg.get("wandb", True) if use_wandb is None else use_wandb)
+                               config=cfg, use_wandb=log_cfg.get("wandb", True) if use_wandb is None else use_wandb,
+                               resume=resume is not None)
         curve = CurveRecorder()
         callbacks = [curve]
         if (cfg.get("debug") or {}).get("fail_at_step") is not None:
