@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import apply_sets, load_ablation, resolve_run_config, run_layers, set_layers
+from .config import ConfigError, apply_sets, load_ablation, resolve_run_config, run_layers, set_layers
 from .models.registry import UnknownNameError
 from .records import RecordConflictError, config_changes, needs_run, read_record, record_path, update_record
 
@@ -109,7 +109,7 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
     from .train import run_one
 
     if launcher not in ("local", "slurm"):
-        raise ValueError(f"unknown launcher {launcher!r}; valid: local, slurm")
+        raise ConfigError(f"unknown launcher {launcher!r}; valid: local, slurm")
     specs = expand(name, scale, seeds, variants, sets)
     results, pending, tags = [], [], {}
     for i, spec in enumerate(specs, 1):
@@ -167,7 +167,7 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
 
         multi = [s.variant for s in pending if _world(s.config.get("trainer", {})) > 1]
         if multi:
-            raise ValueError(f"{multi}: a multi-device (DDP) run needs its own process, whose command line "
+            raise ConfigError(f"{multi}: a multi-device (DDP) run needs its own process, whose command line "
                              "Lightning re-runs for the other ranks; drop --in-process")
 
     # seed 0 of every variant first, then seed 1, ...: an ablation stopped half-way has every row at n=1
@@ -194,6 +194,6 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
         from .launchers import run_parallel
 
         if not isolate:
-            raise ValueError("--jobs > 1 runs each run in its own process; it cannot be combined with in-process runs")
+            raise ConfigError("--jobs > 1 runs each run in its own process; it cannot be combined with in-process runs")
         return results + run_parallel(pending, jobs, one, runs_root)
     return results + [one(spec) for spec in pending]
