@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 from .config import ROOT, ConfigError
-from .models.registry import UnknownNameError
 from .records import RecordConflictError
 
 PACKAGE = "reproduce-detection-ablations"
@@ -445,6 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_error(e: BaseException) -> bool:
+    """Bad input, reported as one ``error:`` line: a config error, a record conflict, an unknown name.
+    (The model registry is imported only where it is needed, so that help and argument errors are quick.)"""
+    registry = sys.modules.get("reproduce.models.registry")
+    return isinstance(e, (ConfigError, RecordConflictError)) or (
+        registry is not None and isinstance(e, registry.UnknownNameError))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -452,7 +459,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run_one(argv[1:])
         args = build_parser().parse_args(argv)
         return args.fn(args)
-    except (ConfigError, UnknownNameError, RecordConflictError) as e:
+    except (ConfigError, RecordConflictError, KeyError) as e:
+        if not _user_error(e):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -73,9 +73,10 @@ def wandb_run_id(run_dir: Path, resume: bool) -> str:
     path = Path(run_dir) / RUN_ID_FILE
     if resume and path.is_file() and path.read_text().strip():
         return path.read_text().strip()
-    from wandb.util import generate_id
+    import secrets
+    import string
 
-    run_id = generate_id()
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id form
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id + "\n")
     return run_id
