@@ -21,7 +21,9 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
+    if v is None:
+        return "-"
+    return "n/a" if v < 0 else f"{v:.3f}"  # COCO's -1: no ground truth of that size
 
 
 def comparison(mine: dict, committed: list[dict]) -> list[str]:
