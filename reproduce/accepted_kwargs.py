@@ -18,6 +18,7 @@ makes the result *open* (``Accepts.open`` names where); the schema then accepts 
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import inspect
 import textwrap
@@ -89,8 +90,7 @@ def _namespace(fn) -> dict:
 def _resolve(expr: ast.expr, ns: dict):
     """The object an expression names (``Name`` or ``a.b.c``), or ``None``."""
     if isinstance(expr, ast.Name):
-        return ns.get(expr.id, getattr(__builtins__, expr.id, None) if not isinstance(__builtins__, dict)
-                      else __builtins__.get(expr.id))
+        return ns.get(expr.id, getattr(builtins, expr.id, None))
     if isinstance(expr, ast.Attribute):
         base = _resolve(expr.value, ns)
         return getattr(base, expr.attr, None) if base is not None else None

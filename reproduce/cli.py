@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     f = _sub(sub, "fit", "one run from a model config file, outside any ablation",
              "One run from a model config file merged over a scale file (see reproduce/config.py), recorded as "
              "runs/fit/<config name>/seed<k>/record.json.")
-    f.add_argument("--config", required=True, metavar="YAML", help="model config file, e.g. configs/models/retinanet_r18_fpn.yaml")
+    f.add_argument("--config", required=True, metavar="YAML",
+                   help="model config file, e.g. configs/models/retinanet_r18_fpn.yaml")
     f.add_argument("--scale", default="cpu", help="scale file it merges over")
     f.add_argument("--seed", type=int, default=0, help="run seed")
     f.add_argument("--set", action="append", type=_set_item, metavar="KEY=VALUE",
@@ -409,8 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--partition", help="slurm partition (default: the config's launcher.partition)")
     g.add_argument("--gpus", type=int, help="GPUs per node, one task each; DDP within a run (default: trainer.devices)")
     g.add_argument("--nodes", type=_positive_int, help="nodes per run (default: trainer.num_nodes)")
-    g.add_argument("--time", type=_slurm_time, help="time limit per run in any sbatch format: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, "
-                                  "D-HH:MM:SS (default: launcher.time, 24:00:00)")
+    g.add_argument("--time", type=_slurm_time,
+                   help="time limit per run in any sbatch format: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS "
+                        "(default: launcher.time, 24:00:00)")
     g.add_argument("--cpus-per-task", type=_positive_int, help="CPUs per task (default: data.num_workers + 1)")
     g.add_argument("--mem-gb", type=_positive_int, help="memory per node in GB (default: the cluster's)")
     g.add_argument("--account", help="slurm account (default: none)")

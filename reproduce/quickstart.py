@@ -33,8 +33,9 @@ def comparison(mine: dict, committed: list[dict]) -> list[str]:
 
     same = next((r for r in committed if r.get("seed") == mine.get("seed")), None)
     done = [r for r in committed if r.get("status") == "completed" and r.get("metrics")]
-    head = f"| metric | yours (seed {mine.get('seed')}) | committed (seed {mine.get('seed')}) | committed, {len(done)} seeds |"
-    lines = [head, "|---|---|---|---|"]
+    seed = mine.get("seed")
+    lines = [f"| metric | yours (seed {seed}) | committed (seed {seed}) | committed, {len(done)} seeds |",
+             "|---|---|---|---|"]
     for m in METRICS:
         vals = [r["metrics"][m] for r in done if r["metrics"].get(m) is not None]
         spread = (f"{statistics.fmean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1
