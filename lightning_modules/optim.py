@@ -12,9 +12,19 @@ same config works for any data size, batch size and number of devices.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
+
+# Every ``optimizer:`` key (name -> type), the one list reproduce/schema.py checks each config against
+# at load time: a key this module starts to read is added here.
+OPTIMIZER_KEYS = {
+    "name": Literal["sgd", "adam", "adamw"], "lr": float, "momentum": float, "nesterov": bool, "betas": list[float],
+    "weight_decay": float, "norm_weight_decay": float, "warmup_epochs": float, "warmup_steps": int,
+    "warmup_factor": float, "schedule": Literal["step", "cosine", "constant"], "milestones": list[float],
+    "gamma": float, "min_lr": float,
+}
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 

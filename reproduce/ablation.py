@@ -18,13 +18,14 @@ config, params, FLOPs and estimated device-hours instead (:mod:`reproduce.dry_ru
 """
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import apply_sets, load_ablation, resolve_run_config
+from .config import ConfigError, apply_sets, load_ablation, resolve_run_config, run_layers, set_layers
 from .models.registry import UnknownNameError
 from .records import (RecordConflictError, RunLockedError, UnreadableRecordError, config_changes, hold_run, needs_run,
                       read_record, read_record_or_none, record_path, update_record)
@@ -49,7 +50,10 @@ def _schedule_length(cfg: dict) -> int:
 def expand(name: str, scale: str, seeds: int | list[int] | None = None, variants: list[str] | None = None,
            sets: list[str] | None = None) -> list[RunSpec]:
     """The runs of an ablation at a scale: selected variants x seeds, each with its resolved config."""
+    from .schema import check_ablation_file, check_run_config
+
     abl = load_ablation(name)
+    check_ablation_file(abl)
     valid = list(abl["variants"])
     for v in variants or []:
         if v not in valid:
@@ -57,8 +61,11 @@ def expand(name: str, scale: str, seeds: int | list[int] | None = None, variants
     if seeds is None:
         seeds = int(abl.get("seeds", 3))
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    return [RunSpec(name, v, s, scale, abl.get("paper", "suite"), resolve_run_config(abl, v, scale, sets))
-            for v in (variants or valid) for s in seed_list]
+    specs = []
+    for v in variants or valid:  # every key checked before any run starts (reproduce/schema.py)
+        cfg = check_run_config(resolve_run_config(abl, v, scale, sets), [*run_layers(abl, v, scale), *set_layers(sets)])
+        specs += [RunSpec(name, v, s, scale, abl.get("paper", "suite"), copy.deepcopy(cfg)) for s in seed_list]
+    return specs
 
 
 def _run_isolated(spec: RunSpec, runs_root: str | None, env: dict | None = None) -> dict:
@@ -107,7 +114,7 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
     naming the keys, unless ``rerun_changed``: then the run starts again and its record is replaced.
     Skipping it silently would put a result of another config into the table."""
     if launcher not in ("local", "slurm"):
-        raise ValueError(f"unknown launcher {launcher!r}; valid: local, slurm")
+        raise ConfigError(f"unknown launcher {launcher!r}; valid: local, slurm")
     specs = expand(name, scale, seeds, variants, sets)
     results, pending, tags = [], [], {}
     for i, spec in enumerate(specs, 1):
@@ -172,7 +179,7 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
 
         multi = [s.variant for s in pending if world_size(s.config.get("trainer", {})) > 1]
         if multi:
-            raise ValueError(f"{multi}: a multi-device (DDP) run needs its own process, whose command line "
+            raise ConfigError(f"{multi}: a multi-device (DDP) run needs its own process, whose command line "
                              "Lightning re-runs for the other ranks; drop --in-process")
 
     # seed 0 of every variant first, then seed 1, ...: an ablation stopped half-way has every row at n=1
@@ -202,6 +209,6 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
         from .launchers import run_parallel
 
         if not isolate:
-            raise ValueError("--jobs > 1 runs each run in its own process; it cannot be combined with in-process runs")
+            raise ConfigError("--jobs > 1 runs each run in its own process; it cannot be combined with in-process runs")
         return results + run_parallel(pending, jobs, one, runs_root)
     return results + [one(spec) for spec in pending]

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from .paths import ROOT, project_path  # noqa: F401  (re-exported: the config layer's callers use them)
+
 CONFIG_DIR = ROOT / "configs"
 
 
@@ -44,14 +45,24 @@ def deep_merge(base: dict, *overrides: dict | None) -> dict:
     return out
 
 
+class ConfigError(ValueError):
+    """A config that cannot be used: a missing or invalid file, a malformed ``--set``, or (from
+    :mod:`reproduce.schema`) an unknown key, a wrong type or an invalid choice. The CLI prints it as
+    an ``error:`` line and exits with status 2."""
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from None
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
 
 
@@ -93,20 +104,33 @@ def scale_chain(ablation: dict, scale: str) -> list[str]:
     if base is None:
         raise _unknown("scale", scale, ablation_scales(ablation))
     if base not in list_scales():
-        raise ValueError(f"configs/ablations/{ablation.get('name')}.yaml: scale {scale!r} extends {base!r}, "
+        raise ConfigError(f"configs/ablations/{ablation.get('name')}.yaml: scale {scale!r} extends {base!r}, "
                          f"which is not a scale file (valid: {', '.join(list_scales())})")
     return [base, scale]
 
 
-def _scale_layers(ablation: dict, scale: str) -> list[dict]:
+def _ablation_file(ablation: dict) -> str:
+    return f"configs/ablations/{ablation.get('name')}.yaml"
+
+
+def _scale_layers(ablation: dict, scale: str) -> list[tuple[str, dict]]:
+    """The named scale layers: ``(where it comes from, its keys)``."""
     chain = scale_chain(ablation, scale)
-    own = [{k: v for k, v in ((ablation.get("scales") or {}).get(s) or {}).items() if k != "extends"} for s in chain]
-    return [load_scale(chain[0]), ablation.get("common") or {}, *own, {"scale": scale}]
+    src = _ablation_file(ablation)
+    own = [(f"{src} scales.{s}", {k: v for k, v in ((ablation.get("scales") or {}).get(s) or {}).items()
+                                  if k != "extends"}) for s in chain]
+    return [(f"configs/scales/{chain[0]}.yaml", load_scale(chain[0])), (f"{src} common", ablation.get("common") or {}),
+            *own, ("--scale", {"scale": scale})]
 
 
 def resolve_scale(ablation: dict, scale: str) -> dict:
     """The scale layers of a run config (scale file and the ablation's ``scales:`` sections, no variant)."""
-    return merge_layers(_scale_layers(ablation, scale))
+    return merge_layers([layer for _, layer in _scale_layers(ablation, scale)])
+
+
+def set_layers(sets: list[str] | None) -> list[tuple[str, dict]]:
+    """One named layer per ``--set key=value``."""
+    return [(f"--set {item}", apply_sets({}, [item])) for item in sets or []]
 
 
 def merge_layers(layers: list[dict | None], sets: list[str] | None = None) -> dict:
@@ -136,7 +160,7 @@ def _settle_alternatives(cfg: dict, layers: list[dict | None]) -> dict:
         for layer in layers:
             here = [k for k in keys if _get(layer or {}, k) is not None]
             if len(here) > 1:
-                raise ValueError(f"one config layer sets both {' and '.join(here)}, which set the same thing: keep one")
+                raise ConfigError(f"one config layer sets both {' and '.join(here)}, which set the same thing: keep one")
             last = here[0] if here else last
         for k in keys:
             parent = _get(cfg, k.rsplit(".", 1)[0])
@@ -151,7 +175,7 @@ def load_ablation(name: str) -> dict:
     cfg = load_yaml(CONFIG_DIR / "ablations" / f"{name}.yaml")
     cfg.setdefault("name", name)
     if not isinstance(cfg.get("variants"), dict) or not cfg["variants"]:
-        raise ValueError(f"configs/ablations/{name}.yaml: 'variants' must be a non-empty mapping")
+        raise ConfigError(f"configs/ablations/{name}.yaml: 'variants' must be a non-empty mapping")
     return cfg
 
 
@@ -165,24 +189,44 @@ def apply_sets(cfg: dict, sets: list[str] | None) -> dict:
     cfg = copy.deepcopy(cfg)
     for item in sets or []:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value (e.g. --set optimizer.lr=0.01), got {item!r}")
         key, val = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(p.strip() for p in parts):
+            raise ConfigError(f"--set {item!r}: the key must be dotted names, e.g. optimizer.lr")
+        try:
+            value = parse_value(val)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not a YAML scalar or list: {e}") from None
         node = cfg
-        parts = key.split(".")
         for p in parts[:-1]:
+            if not isinstance(node.get(p, {}), dict):
+                raise ConfigError(f"--set {item!r}: {p!r} holds a value, not a section")
             node = node.setdefault(p, {})
-        node[parts[-1]] = parse_value(val)
+        node[parts[-1]] = value
     return cfg
 
 
-def resolve_run_config(ablation: dict, variant: str, scale: str, sets: list[str] | None = None) -> dict:
-    """The full config of one run (see the module docstring for the merge order)."""
+# keys of a variant that describe it rather than configure its runs
+VARIANT_META = ("label", "paper", "note", "scales")
+
+
+def run_layers(ablation: dict, variant: str, scale: str) -> list[tuple[str, dict]]:
+    """The named layers of one run's config, in merge order (``--set`` layers come after them)."""
     variants = ablation["variants"]
     if variant not in variants:
         raise _unknown("variant", variant, list(variants))
-    v = {k: val for k, val in variants[variant].items() if k not in ("label", "paper", "note", "scales")}
-    v_scales = [(variants[variant].get("scales") or {}).get(s) for s in scale_chain(ablation, scale)]
-    return merge_layers([*_scale_layers(ablation, scale), v, *v_scales], sets)
+    src = f"{_ablation_file(ablation)} variants.{variant}"
+    v = {k: val for k, val in variants[variant].items() if k not in VARIANT_META}
+    v_scales = [(f"{src}.scales.{s}", (variants[variant].get("scales") or {}).get(s) or {})
+                for s in scale_chain(ablation, scale)]
+    return [*_scale_layers(ablation, scale), (src, v), *v_scales]
+
+
+def resolve_run_config(ablation: dict, variant: str, scale: str, sets: list[str] | None = None) -> dict:
+    """The full config of one run (see the module docstring for the merge order). Keys are not
+    checked here (this module reads YAML only); :func:`reproduce.schema.check_run_config` does."""
+    return merge_layers([layer for _, layer in run_layers(ablation, variant, scale)], sets)
 
 
 def closest(name: str, valid: list[str]) -> str | None:

@@ -2,7 +2,8 @@
 
 For each variant (its seeds share one config): the resolved config, one line per section; params and
 FLOPs (multiply-adds) counted from the detector built on the ``meta`` device (no memory, no compute);
-the schedule (epochs x training images / global batch); and the device-hours of one run,
+the schedule (epochs x training images / global batch); and, with ``measure`` (``--measure``; off by
+default, so that a paper-scale dry run takes seconds), the device-hours of one run,
 extrapolated from a training-step time **measured here** on whatever device is present (CUDA if any,
 else the CPU) with a small batch at the run's resolution (``measure_size`` instead, scaled by the
 FLOP ratio, when given). The estimate says which device it was measured on: an estimate measured on
@@ -132,7 +133,7 @@ def _fmt_hours(h: float) -> str:
     return f"{h:,.1f}" if h < 100 else f"{h:,.0f}"
 
 
-def describe_runs(specs: list, *, measure: bool = True, batch: int | None = None, steps: int = 2,
+def describe_runs(specs: list, *, measure: bool = False, batch: int | None = None, steps: int = 2,
                   measure_size: int | None = None, log=print) -> list[dict]:
     """Print (via ``log``) and return one description per variant of the pending ``specs``."""
     if not specs:
@@ -151,6 +152,8 @@ def describe_runs(specs: list, *, measure: bool = True, batch: int | None = None
                                           else " at each run's image size") + ".")
         if device.type != "cuda":
             log("No GPU present: device-hours below are CPU-hours extrapolated from this CPU, not GPU-hours.")
+    else:
+        log("Step times not measured (add --measure to time training steps here and estimate device-hours).")
     out, total_hours = [], 0.0
     for variant, group in by_variant.items():
         s0 = group[0]

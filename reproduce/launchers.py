@@ -31,24 +31,49 @@ from typing import Callable
 from .config import deep_merge
 from .records import RUNS_DIR, needs_run, read_record_or_none, record_path
 
+# Every ``launcher:`` key of a run config (name -> type), checked at load time by reproduce/schema.py
+LAUNCHER_KEYS = {
+    "partition": str | None, "gpus_per_node": int, "nodes": int, "time": str | int | None, "cpus_per_task": int,
+    "mem_gb": int | None, "account": str | None, "qos": str | None, "constraint": str | None,
+    "array_parallelism": int | None, "signal_delay_s": int, "setup": list[str] | None, "exclude": str | None,
+    "comment": str | None, "additional_parameters": dict | None,
+}
+
 SLURM_ONLY = ("partition", "account", "qos", "constraint", "array_parallelism", "signal_delay_s", "setup",
               "exclude", "comment")
 
 
+_TIME_FORMATS = "minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds"
+
+
 def parse_minutes(value) -> int:
-    """SLURM time (``minutes``, ``HH:MM:SS``, ``D-HH:MM:SS``, ``MM:SS``) -> whole minutes."""
+    """A SLURM time limit in any format ``sbatch --time`` accepts -> whole minutes, seconds rounded up as
+    SLURM does: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S`` (``"1-12"`` is 36 h)."""
+    from .config import ConfigError
+
+    if isinstance(value, bool):
+        raise ConfigError(f"time limit {value!r}: expected one of {_TIME_FORMATS}")
     if isinstance(value, (int, float)):
-        return int(value)
-    text = str(value)
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-    parts = [int(p) for p in text.split(":")]
-    h, m, s = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
-    if len(parts) == 2:  # MM:SS
-        h, m, s = 0, parts[0], parts[1]
-    return days * 1440 + h * 60 + m + (1 if s else 0)
+        if value <= 0:
+            raise ConfigError(f"time limit {value!r}: must be positive")
+        return int(-(-value // 1))
+    text = str(value).strip()
+    days, rest = text.split("-", 1) if "-" in text else (None, text)
+    parts = rest.split(":")
+    if not all(p.isdigit() for p in parts) or (days is not None and not days.isdigit()) \
+            or len(parts) > 3:
+        raise ConfigError(f"time limit {text!r}: expected one of {_TIME_FORMATS} (e.g. 72:00:00, 1-12, 90)")
+    nums = [int(p) for p in parts]
+    if days is not None:  # D-H, D-H:M, D-H:M:S
+        h, m, sec = (nums + [0, 0])[:3]
+    elif len(nums) == 3:  # H:M:S
+        h, m, sec = nums
+    else:  # M, M:S
+        h, m, sec = 0, nums[0], nums[1] if len(nums) == 2 else 0
+    total = int(days or 0) * 1440 + h * 60 + m + (1 if sec else 0)
+    if total <= 0:
+        raise ConfigError(f"time limit {text!r}: must be positive")
+    return total
 
 
 def launcher_options(cfg: dict, flags: dict | None = None) -> dict:

@@ -21,6 +21,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+# Every ``measure:`` key of a run config (name -> type; a dict is a sub-section, which may also be null:
+# ``speed: null`` skips the speed measurement), checked at load time by reproduce/schema.py.
+MEASURE_KEYS = {"paper_input_size": int | None, "speed": {"batch": int, "warmup": int, "repeats": int}}
+
 MACS_NOTE = "FLOPs are multiply-adds (MACs), as the papers count them: torch.utils.flop_counter FLOPs / 2."
 
 

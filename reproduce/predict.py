@@ -366,16 +366,18 @@ def predict_run(run: str | os.PathLike, *, runs_root=None, split: str | None = N
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", help="run folder, its record.json, or ABLATION/VARIANT/seedK under --runs-root")
-    p.add_argument("--runs-root", help="record store the run is in (default: runs/)")
+    p.add_argument("--runs-root", help="record store the run is in (default: $REPRODUCE_RUNS, else runs/)")
     p.add_argument("--split", help="split of the run's data (default: its validation split)")
-    p.add_argument("--images", help="a folder of images; with --image-info the folder its file names are in")
-    p.add_argument("--image-info", help="a COCO image-info JSON (e.g. image_info_test-dev2017.json)")
+    p.add_argument("--images", help="a folder of images; with --image-info the folder its file names are in "
+                                    "(default: none, the run's own data)")
+    p.add_argument("--image-info", help="a COCO image-info JSON, e.g. image_info_test-dev2017.json (default: none)")
     p.add_argument("--out", help="results JSON (default: RUN/predictions/detections_<split>_<run>_results.json)")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's val batch)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
-    p.add_argument("--rescore", metavar="RESULTS", help="score this results JSON against --gt; no model is run")
-    p.add_argument("--gt", help="ground truth (COCO instances JSON) for --rescore")
+    p.add_argument("--rescore", metavar="RESULTS",
+                   help="score this results JSON against --gt; no model is run (default: none)")
+    p.add_argument("--gt", help="ground truth (COCO instances JSON) for --rescore (default: none)")
 
 
 def cmd_predict(args) -> int:

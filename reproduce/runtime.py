@@ -34,6 +34,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -225,6 +226,10 @@ class CurveRecorder(Callback):
 
 # trainer: keys that are not Trainer arguments (model / runtime switches, see reproduce/gpu_path.py)
 MODULE_SWITCHES = ("channels_last", "compile", "float32_matmul_precision")
+# Every trainer: key the suite reads itself (name -> type); reproduce/schema.py accepts these besides
+# the arguments of pl.Trainer (checked against its signature): a new one is added here.
+TRAINER_OWN_KEYS = {"channels_last": bool, "compile": bool | dict | None,
+                    "float32_matmul_precision": Literal["highest", "high", "medium"] | None}
 
 
 def world_size(trainer_cfg: dict) -> int:

@@ -16,10 +16,10 @@ import math
 import statistics
 from pathlib import Path
 
-from .config import list_ablations, load_ablation, resolve_scale
+from .config import ROOT, list_ablations, load_ablation, resolve_scale
 from .records import UNREADABLE, load_records, session_of
 
-REPORTS = Path("reports")
+REPORTS = ROOT / "reports"  # the project's, whatever the cwd (the CLI gives other record stores their own)
 MARKERS = {"paper": "", "paper via 3rd": "‡", "code": "*", "3rd": "‡", "derived": "°", "recalled": "†",
            "hypothesis": "§", "unconfirmed": "¶", "review": "‡"}
 TAG_TEXT = {
@@ -477,9 +477,9 @@ def write_index(reports: Path = REPORTS) -> Path:
     return path
 
 
-def write_all_tables(names: list[str] | None = None, runs_root=None) -> list[Path]:
+def write_all_tables(names: list[str] | None = None, runs_root=None, reports: Path = REPORTS) -> list[Path]:
     out = []
     for n in names or list_ablations():
-        out += write_ablation_tables(n, runs_root)
-    out.append(write_index())
+        out += write_ablation_tables(n, runs_root, Path(reports))
+    out.append(write_index(Path(reports)))
     return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
@@ -27,7 +28,12 @@ from .loggers import finish_wandb, make_loggers
 from .steps import run_steps
 from .measure import MACS_NOTE, count_params, detector_macs, inference_speed
 from .records import config_changes, run_dir
-from .runtime import MODULE_SWITCHES, CurveRecorder, RecordedRun, build_trainer
+from .runtime import MODULE_SWITCHES, TRAINER_OWN_KEYS, CurveRecorder, RecordedRun, build_trainer  # noqa: F401
+
+
+# debug: keys (reproduce/schema.py checks them at load time)
+DEBUG_KEYS = {"fail_at_step": int | None, "interrupt": bool | Literal["worker"], "hold_at_step": int | None,
+              "hold_file": str | None, "trace_file": str | None}
 
 
 class FailAtStep(Callback):
@@ -153,7 +159,8 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
             record.update(_measure(module, cfg, speed=False))
             log_cfg = cfg.get("logger", {})
             loggers = make_loggers(out, paper=paper, ablation=ablation, variant=variant, seed=seed, scale=scale,
-                                   config=cfg, use_wandb=log_cfg.get("wandb", True) if use_wandb is None else use_wandb)
+                                   config=cfg, use_wandb=log_cfg.get("wandb", True) if use_wandb is None else use_wandb,
+                                   resume=resume is not None)
             curve = CurveRecorder()
             trainer = build_trainer(cfg, out, loggers, [curve, *debug_callbacks(cfg.get("debug"))])
             record["world_size"] = trainer.world_size

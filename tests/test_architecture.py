@@ -18,15 +18,18 @@ PACKAGES = ("reproduce", "lightning_modules")
 # top to bottom; a module belongs to the layer of its longest matching prefix
 LAYERS = [
     ("command line", ["reproduce.cli"]),
+    ("quickstart", ["reproduce.quickstart"]),
     ("ablation runner", ["reproduce.ablation"]),
-    ("launchers, dry runs, tables, speed", ["reproduce.launchers", "reproduce.dry_run", "reproduce.tables",
-                                            "reproduce.speed_side_by_side"]),
+    ("launchers, dry runs, tables, speed, config schema, predictions",
+     ["reproduce.launchers", "reproduce.dry_run", "reproduce.tables", "reproduce.speed_side_by_side",
+      "reproduce.schema", "reproduce.predict"]),
     ("one detection run", ["reproduce.train"]),
     ("preparation steps", ["reproduce.steps"]),
     ("LightningModules", ["lightning_modules"]),
     ("run runtime, config", ["reproduce.runtime", "reproduce.distributed", "reproduce.loggers",
                              "reproduce.train_speed", "reproduce.config"]),
-    ("models, data", ["reproduce.models", "reproduce.data", "reproduce.gpu_path"]),
+    ("builder keyword arguments", ["reproduce.accepted_kwargs"]),
+    ("models, data, metrics", ["reproduce.models", "reproduce.data", "reproduce.gpu_path", "reproduce.metrics"]),
     ("records, measurement", ["reproduce.records", "reproduce.measure", "reproduce.testing", "reproduce"]),
 ]
 

@@ -42,9 +42,23 @@ def fake_slurm(tmp_path, monkeypatch):
     return bin_dir
 
 
-def test_parse_minutes():
-    assert parse_minutes(90) == 90 and parse_minutes("72:00:00") == 4320
-    assert parse_minutes("1-00:30:00") == 1470 and parse_minutes("30") == 30 and parse_minutes("10:30") == 11
+@pytest.mark.parametrize("text,minutes", [
+    ("30", 30), (90, 90), ("10:30", 11), ("10:00", 10),          # minutes, minutes:seconds (seconds round up)
+    ("72:00:00", 4320), ("1:30:00", 90), ("0:00:01", 1),        # hours:minutes:seconds
+    ("1-12", 36 * 60), ("2-0", 2 * 1440),                      # days-hours
+    ("1-12:30", 36 * 60 + 30),                                  # days-hours:minutes
+    ("1-00:30:00", 1470), ("1-12:30:15", 36 * 60 + 31),         # days-hours:minutes:seconds
+])
+def test_parse_minutes_every_sbatch_format(text, minutes):
+    assert parse_minutes(text) == minutes
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "1-", "1:2:3:4", "-5", "0", "UNLIMITED", "1-2-3", True])
+def test_parse_minutes_rejects_what_sbatch_would_not_take_as_a_limit(bad):
+    from reproduce.config import ConfigError
+
+    with pytest.raises(ConfigError, match="time limit"):
+        parse_minutes(bad)
 
 
 def test_slurm_array_of_pending_runs(launch_configs, fake_slurm, runs_root):

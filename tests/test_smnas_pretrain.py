@@ -27,7 +27,10 @@ def run_cfg(norm="bn", **pretrain):
 
 @pytest.fixture()
 def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the generated data/ goes to the temp folder
+    import reproduce.config as config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config, "ROOT", tmp_path)  # the generated data/ goes to the temp folder
     return tmp_path
 
 

@@ -24,17 +24,35 @@ Config keys (``data:`` section of a run config):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import ConcatDataset, DataLoader
 
+from reproduce.paths import project_path
+
 from .coco import CocoDetection
 from .stream import GENERATOR_KEYS, FreshImagesSampler, SyntheticStream
 from .synth import cached_dataset, synth_detection
 from .transforms import build_transforms
 from .voc import VocDetection
+
+# Every ``data:`` key (name -> type), the one list reproduce/schema.py checks each config against at
+# load time: a key this module (or a reader of the data section) starts to read is added here.
+DATA_KEYS = {
+    "kind": Literal["synthetic", "coco", "voc"], "root": str, "roots": list[str] | None,
+    "val_roots": list[str] | None,
+    "train_split": str, "val_split": str, "num_classes": int,
+    "image_size": int, "batch_size": int, "val_batch_size": int | None, "hflip": float,
+    "scale_jitter": list[float] | None,
+    "num_workers": int, "pin_memory": bool, "persistent_workers": bool, "prefetch_factor": int | None,
+    # synthetic only
+    "train_images": int, "val_images": int, "seed": int, "max_objects": int, "clutter": int, "min_area": float,
+    "tiers": list[float], "background": Literal["textured", "flat"], "max_rotation": float | None,
+    "min_visible": float, "stream": bool, "heldout_images": int,
+}
 
 SYNTH_KEYS = ("image_size", "train_images", "val_images", "seed", "max_objects", "clutter", "min_area", "tiers")
 SYNTH_DEFAULTS = {"max_objects": 6, "clutter": 12, "seed": 0, "min_area": 64.0, "tiers": [0.45, 0.4, 0.15],
@@ -98,12 +116,12 @@ class DetectionDataModule(pl.LightningDataModule):
                                  skip_empty=train)
         if kind == "coco":
             split = c.get("train_split", "train2017") if train else c.get("val_split", "val2017")
-            root = Path(c["root"])
+            root = project_path(c["root"])
             return CocoDetection(root / split, root / "annotations" / f"instances_{split}.json", tf, skip_empty=train)
         if kind == "voc":
             split = c.get("train_split", "trainval") if train else c.get("val_split", "test")
             roots = c["roots"] if train else c.get("val_roots", c["roots"][:1])
-            sets = [VocDetection(r, split, tf) for r in roots]
+            sets = [VocDetection(project_path(r), split, tf) for r in roots]
             ds = sets[0] if len(sets) == 1 else ConcatDataset(sets)
             if len(sets) > 1:
                 ds.label_to_category, ds.class_names = sets[0].label_to_category, sets[0].class_names

@@ -209,9 +209,11 @@ def detection_sample(seed: int, index: int, size: int, **kwargs):
 
 
 def cached_dataset(parent: str | os.PathLike, prefix: str, spec: dict, build) -> Path:
-    """Generate a data set once and return its folder ``parent/<prefix>_<hash of spec>``.
+    """Generate a data set once and return its folder ``parent/<prefix>_<hash of spec>`` (a relative
+    ``parent`` is taken in the project folder, not the cwd).
 
-    The key covers ``spec`` and :data:`GENERATOR_VERSION`. ``build(tmp_dir)`` writes the files; it runs in a temporary folder that is renamed into place,
+    The key covers ``spec`` and :data:`GENERATOR_VERSION`. ``build(tmp_dir)`` writes the files; it runs
+    in a temporary folder that is renamed into place,
     so several processes may ask at once (the first rename wins) and a killed generation leaves no
     half-written set behind.
     """
@@ -219,9 +221,11 @@ def cached_dataset(parent: str | os.PathLike, prefix: str, spec: dict, build) ->
     import shutil
     import tempfile
 
+    from reproduce.paths import project_path
+
     spec = {**spec, "generator_version": GENERATOR_VERSION}  # a changed generator never reuses old sets
     key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    root = Path(parent) / f"{prefix}_{key}"
+    root = project_path(parent) / f"{prefix}_{key}"  # data/... is the project's, whatever the cwd
     if (root / "spec.json").is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,10 @@ from .step import Step
 
 TRUNK_FILE = "trunk.pt"
 DATA_KEYS = ("root", "image_size", "train_images", "val_images", "seed", "clutter", "batch_size", "num_workers")
+# Every key of the ``pretrain:`` section and of a ``{kind: pretrain}`` step (reproduce/schema.py checks
+# them at load time): a setting this step starts to read is added here.
+PRETRAIN_KEYS = {"arch", "norm", "stem", "epochs", "optimizer", "trainer", "per_seed", "init_seed", "label_smoothing",
+                 "weights", "require_weights", "wait_timeout_s", "wait_poll_s", *DATA_KEYS}
 
 
 def _same_arch(a: str, b: str) -> bool:

@@ -1,0 +1,94 @@
+"""``reproduce quickstart``: the README's command 1. One real run, trained and evaluated end to end into
+a folder of the user's, and its numbers printed beside the project's committed record of the same run.
+
+It is ``reproduce run <ablation> --variant V --seed-list K --scale S --runs-root OUT/runs --reports
+OUT/reports`` (the record, its CSV and a W&B offline run under ``OUT/runs``, the ablation's table
+under ``OUT/reports``), followed by a comparison with ``runs/<ablation>/<V>/seed<K>/record.json`` and
+the committed seeds' mean and spread. The committed ``runs/`` and ``reports/`` are only read. When the
+committed record was made with another config (a scale changed since, a ``--set``), the comparison says
+which keys differ: its numbers are then a reference, not a check.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+from .config import ROOT
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return "n/a" if v < 0 else f"{v:.3f}"  # COCO's -1: no ground truth of that size
+
+
+def comparison(mine: dict, committed: list[dict]) -> list[str]:
+    """Lines of a table: this run's metrics beside the committed record of the same seed and the
+    committed seeds' mean +- std; then a note on config differences."""
+    from .records import config_changes
+
+    same = next((r for r in committed if r.get("seed") == mine.get("seed")), None)
+    done = [r for r in committed if r.get("status") == "completed" and r.get("metrics")]
+    seed = mine.get("seed")
+    lines = [f"| metric | yours (seed {seed}) | committed (seed {seed}) | committed, {len(done)} seeds |",
+             "|---|---|---|---|"]
+    for m in METRICS:
+        vals = [r["metrics"][m] for r in done if r["metrics"].get(m) is not None]
+        spread = (f"{statistics.fmean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1
+                  else _fmt(vals[0]) if vals else "-")
+        lines.append(f"| {m} | {_fmt((mine.get('metrics') or {}).get(m))} | "
+                     f"{_fmt(((same or {}).get('metrics') or {}).get(m))} | {spread} |")
+    lines.append(f"| wall time (min) | {mine.get('wall_time_s', 0) / 60:.1f} | "
+                 + (f"{same['wall_time_s'] / 60:.1f}" if same and same.get("wall_time_s") else "-") + " | |")
+    lines.append("")
+    if same is None:
+        lines.append("No committed record of this run: the middle column is empty.")
+    else:
+        changed = config_changes(same, mine.get("requested_config") or mine.get("config") or {})
+        if changed:
+            keys = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+            lines.append(f"Note: the committed record was made with another config ({keys} differ), so its numbers "
+                         "are a reference, not a check of yours.")
+        else:
+            lines.append("Same config as the committed record: the numbers should agree within the seed spread "
+                         "(CPU kernels and thread counts make runs differ slightly).")
+        hw = (same.get("hardware") or {})
+        lines.append(f"Committed run: {same.get('finished', '?')} on {hw.get('cpu_count', '?')} cores, "
+                     f"torch {hw.get('torch', '?')}; wall times depend on the machine and its load.")
+    return lines
+
+
+def quickstart(out: Path, *, ablation: str = "baseline_detectors", variant: str = "retinanet", seed: int = 0,
+               scale: str = "cpu", sets: list[str] | None = None, log=print) -> int:
+    """Run it; returns the exit status (0 when the run completed)."""
+    from .ablation import run_ablation
+    from .records import load_records
+    from .tables import write_ablation_tables
+
+    os.environ.setdefault("WANDB_MODE", "offline")  # command 1 never uploads; `reproduce sync` does
+    runs, reports = out / "runs", out / "reports"
+    log(f"quickstart: {ablation}/{variant}, seed {seed}, {scale} scale -> {out}")
+    log("  trains and evaluates one model; records, CSV and a W&B offline run go to "
+        f"{runs}, the table to {reports}")
+    t0 = time.time()
+    recs = run_ablation(ablation, scale, [seed], [variant], sets, runs_root=runs, log=log)
+    table = write_ablation_tables(ablation, runs_root=runs, reports=reports)[0]
+    rec = recs[0] if recs else {}
+    log(f"\nwrote {table} ({time.time() - t0:.0f} s in all)")
+    committed = [r for r in load_records(ablation, ROOT / "runs") if r.get("variant") == variant
+                 and r.get("scale") == scale]
+    log(f"\n{ablation}/{variant} at the {scale} scale: your run beside the project's committed records "
+        f"(runs/{ablation}/{variant}/)\n")
+    for line in comparison(rec, committed):
+        log(line)
+    if rec.get("status") != "completed":
+        log(f"\nerror: the run ended {rec.get('status')}: {rec.get('error')}")
+        return 1
+    wandb = (rec.get("wandb") or {}).get("dir")
+    log(f"\nrecord: {runs / ablation / variant / f'seed{seed}' / 'record.json'}" + (f"\nW&B run: {wandb}" if wandb else "")
+        + f"\nUpload the W&B run with: reproduce sync --runs-root {runs}")
+    return 0
