@@ -9,9 +9,13 @@ Head [**code**: tensorflow/tpu ``modeling/architecture/heads.py`` ``RetinanetHea
   (``specs.RETINANET_HEAD_MAP``); base anchor size 3 for 49S/49/96, 4 for 143/190;
 - init: convs normal(std 0.01), bias 0; predictors normal(std 1e-5), class bias
   ``-log((1 - 0.01) / 0.01)``, box bias 0.
-The classes subclass torchvision's ``RetinaNetHead`` pieces, so torchvision's RetinaNet losses,
-decoding and post-processing are used unchanged. Loss settings (focal gamma, box loss) are the lead's
-``detectors.retinanet`` (torchvision's), not the TPU config's (focal gamma 1.5, Huber delta 0.1).
+The classes subclass torchvision's ``RetinaNetHead`` pieces, so torchvision's decoding and
+post-processing are used unchanged. Losses and anchor matching are keys of ``retinanet_spinenet``
+(``focal_alpha``, ``focal_gamma``, ``box_loss``, ``huber_delta``, ``box_loss_weight``,
+``fg_iou_thresh``, ``bg_iou_thresh``; see ``detectors.RetinaNetLoss``), torchvision's values by default;
+the official TPU values (**code**: focal alpha 0.25 / gamma 1.5, Huber delta 0.1 with weight 50, IoU
+0.5 / 0.5 with no ignore band) are ``detectors.SPINENET_TPU_LOSS`` / ``SPINENET_TPU_MATCHING``, set by
+the ablation configs at the paper scale.
 
 Class count: torchvision heads predict ``num_classes + 1`` columns (background slot 0), so an
 "80-class" suite head has 81 outputs and a "91-class" TPU head (``num_classes: 91``, background
@@ -29,11 +33,10 @@ import torch
 from torch import nn
 from torchvision.models.detection.retinanet import (
     RetinaNetClassificationHead,
-    RetinaNetHead,
     RetinaNetRegressionHead,
 )
 
-from ..detectors import retinanet, retinanet_anchors
+from ..detectors import TORCHVISION_LOSS, TORCHVISION_MATCHING, RetinaNetLossHead, retinanet, retinanet_anchors
 from ..registry import UnknownNameError, create_backbone, register_detector
 from .architectures import ARCHITECTURES
 from .blocks import make_act, make_norm
@@ -107,8 +110,9 @@ class SpineNetRegressionHead(RetinaNetRegressionHead):
         return torch.cat(out, dim=1)
 
 
-class SpineNetRetinaNetHead(RetinaNetHead):
-    """Class + box subnets of the SpineNet RetinaNet configs; ``num_classes`` includes background."""
+class SpineNetRetinaNetHead(RetinaNetLossHead):
+    """Class + box subnets of the SpineNet RetinaNet configs; ``num_classes`` includes background. The
+    loss is ``RetinaNetLossHead``'s (configured by the detector builder)."""
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, *, num_convs: int = 4,
                  num_filters: int = 256, num_levels: int = 5, norm="bn", activation: str = "relu"):
@@ -163,7 +167,13 @@ def set_bn_momentum(module: nn.Module, momentum: float) -> None:
 def spinenet_retinanet(backbone="spinenet49", num_classes: int = 80, *, backbone_kwargs: dict | None = None,
                        head_convs: int | None = None, head_filters: int | None = None,
                        anchor_size: float | None = None, head_norm="bn", width_multiplier: float = 1.0,
-                       resample_alpha_multiplier: float = 1.0, bn_momentum: float | None = None, **kwargs):
+                       resample_alpha_multiplier: float = 1.0, bn_momentum: float | None = None,
+                       focal_alpha: float = TORCHVISION_LOSS.focal_alpha,
+                       focal_gamma: float = TORCHVISION_LOSS.focal_gamma, box_loss: str = TORCHVISION_LOSS.box_loss,
+                       huber_delta: float = TORCHVISION_LOSS.huber_delta,
+                       box_loss_weight: float = TORCHVISION_LOSS.box_loss_weight,
+                       fg_iou_thresh: float = TORCHVISION_MATCHING["fg_iou_thresh"],
+                       bg_iou_thresh: float = TORCHVISION_MATCHING["bg_iou_thresh"], **kwargs):
     """RetinaNet with the official SpineNet head / anchor size on a SpineNet-family or ResNet-FPN backbone.
 
     ``backbone`` is a registered SpineNet name (``spinenet49``, ``r0_sp53_fish``, ``spinenet_custom``
@@ -180,6 +190,10 @@ def spinenet_retinanet(backbone="spinenet49", num_classes: int = 80, *, backbone
     SpineNet-49 this is the paper's search proxy (section 5.3: feature dimensions x 0.25, alpha 0.25,
     head dimension 64). ``bn_momentum`` sets every BatchNorm's momentum afterwards (short runs need a
     faster running average than the TPU's 0.997).
+
+    Loss and matching keys (``focal_alpha``, ``focal_gamma``, ``box_loss``, ``huber_delta``,
+    ``box_loss_weight``, ``fg_iou_thresh``, ``bg_iou_thresh``) go to ``detectors.retinanet``; defaults are
+    torchvision's, the official TPU values are ``detectors.SPINENET_TPU_LOSS`` / ``SPINENET_TPU_MATCHING``.
     """
     kw = dict(backbone_kwargs or {})
     if isinstance(backbone, nn.Module):
@@ -215,7 +229,10 @@ def spinenet_retinanet(backbone="spinenet49", num_classes: int = 80, *, backbone
     head = SpineNetRetinaNetHead(bb.out_channels, num_anchors, num_classes + 1,
                                  num_convs=head_convs or cfg["num_convs"], num_filters=filters,
                                  num_levels=len(bb.feature_info), norm=head_norm, activation=activation)
-    det = retinanet(bb, num_classes, head=head, anchor_size=anchor_size, **kwargs)
+    det = retinanet(bb, num_classes, head=head, anchor_size=anchor_size, focal_alpha=focal_alpha,
+                    focal_gamma=focal_gamma, box_loss=box_loss, huber_delta=huber_delta,
+                    box_loss_weight=box_loss_weight, fg_iou_thresh=fg_iou_thresh, bg_iou_thresh=bg_iou_thresh,
+                    **kwargs)
     if bn_momentum is not None:
         set_bn_momentum(det, float(bn_momentum))
     return det
