@@ -148,7 +148,7 @@ def _threads_note(summary: dict) -> str:
 
 def claim_variants(claim: dict) -> tuple[str, str]:
     """The two variants a claim compares: ``{better, worse}`` (an ordering) or ``{close, to}`` (the first
-    comes close to the second: at most ``tolerance``, relative, below it; not bounded above)."""
+    comes close to the second: their gap, relative to the second, is within ``tolerance`` either way)."""
     if "close" in claim:
         return claim["close"], claim["to"]
     return claim["better"], claim["worse"]
@@ -164,7 +164,7 @@ def verdicts(summary: dict) -> list[str]:
         first, second = claim_variants(c)
         b, w = rows.get(first), rows.get(second)
         tol = float(c.get("tolerance", 0.0))
-        desc = (f"{first} within {tol:.0%} of {second} (or above it) on {m}" if "close" in c
+        desc = (f"{first} within ±{tol:.0%} of {second} on {m}" if "close" in c
                 else f"{first} > {second} on {m}")
         if c.get("source"):
             desc += f" ({c['source']})"
@@ -187,13 +187,20 @@ def verdicts(summary: dict) -> list[str]:
         k = 1.0 if m == "FPS" else 100.0
         nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
         if "close" in c:
-            nums += f", {diff / mw if mw else math.inf:+.0%}"
-            if diff >= -tol * abs(mw):
-                out.append(f"- {desc}: **reproduced** ({nums}{', one seed' if one_seed else ''})")
-            elif within_spread(-diff):
-                out.append(f"- {desc}: **not reproduced, but {against_spread(-diff)}** ({nums})")
+            rel = diff / mw if mw else math.inf
+            nums += f", {rel:+.0%}"
+            side = "above" if diff > 0 else "below" if diff < 0 else "equal to"
+            where = f"{first} {abs(rel):.0%} {side} {second}" if diff else f"{first} equal to {second}"
+            excess = abs(diff) - tol * abs(mw)  # how far the gap is outside the tolerance band
+            if excess <= 0:
+                out.append(f"- {desc}: **reproduced** ({where}, inside ±{tol:.0%}; {nums}"
+                           f"{', one seed' if one_seed else ''})")
+            elif within_spread(excess):
+                out.append(f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}, by less than 2x the seed "
+                           f"std; {nums})")
             else:
-                out.append(f"- {desc}: **not reproduced** ({nums}, {against_spread(-diff)})")
+                out.append(f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}; {nums}, "
+                           f"{against_spread(excess)})")
         elif diff > 0:
             weak = ", so weak" if within_spread(diff) else ""
             out.append(f"- {desc}: **reproduced** ({nums}, {against_spread(diff)}{weak})")
