@@ -62,7 +62,7 @@ from .specs import NUM_STEM_BLOCKS, as_table, table_to_json
 from .topology import resolve
 from .transforms import CANDIDATE_WINDOW, rule_connections, with_connections
 
-ORDERS = {"hourglass": "r0_sp53_hourglass", "fish": "r0_sp53_fish"}  # order -> architecture (its block order)
+ORDERS = {"hourglass": "r0_sp53_hourglass_t8", "fish": "r0_sp53_fish_t8"}  # order -> architecture (its block order)
 FOUND_DIR = Path(__file__).resolve().parent / "found"
 ABLATION = "spinenet_scale_permutation"  # whose cpu-scale ``spinenet_search`` section the CLI uses
 
@@ -397,6 +397,12 @@ def _write_json(path: Path, obj: dict) -> None:
     write_record(path, obj)
 
 
+def _same_blocks(spec_doc: dict, order: str) -> bool:
+    """Is a stored result (``specs.json`` / ``found/<order>.json``) a table of ``order``'s current block order?
+    A result searched for an earlier definition of the order is searched again, never adopted."""
+    return not any("block order" in p for p in search_space_problems(spec_doc["specs"], order))
+
+
 @register_preparer("spinenet_connection_search")
 def prepare_connection_search(step: dict, *, cfg: dict, seed: int, out: Path, log=print) -> tuple[dict, dict]:
     """The recorded search step; see the module docstring. ``seed`` is the run's (the search has its own)."""
@@ -407,14 +413,15 @@ def prepare_connection_search(step: dict, *, cfg: dict, seed: int, out: Path, lo
     out = Path(out)
     rec_path, specs_path = out / "record.json", out / "specs.json"
     rec = read_record(rec_path)
-    skipped = bool(rec and rec.get("status") == "completed" and rec.get("settings") == canon and specs_path.is_file())
+    skipped = bool(rec and rec.get("status") == "completed" and rec.get("settings") == canon and specs_path.is_file()
+                   and _same_blocks(json.loads(specs_path.read_text()), settings["order"]))
     if not skipped:
         reuse = settings.get("reuse")
         found_path = Path(reuse.format(order=settings["order"])) if reuse else None
         if found_path is not None and not found_path.is_absolute() and not found_path.is_file():
             found_path = Path(__file__).resolve().parents[3] / found_path
         found = json.loads(found_path.read_text()) if found_path is not None and found_path.is_file() else None
-        if found is not None and found.get("search") == canon:
+        if found is not None and found.get("search") == canon and _same_blocks(found, settings["order"]):
             log(f"spinenet_connection_search[{settings['order']}]: reusing {found_path}")
             spec_doc = dict(found, reused_from=str(found_path))
             rec = {"kind": "spinenet_connection_search", "status": "completed", "order": settings["order"],
