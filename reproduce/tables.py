@@ -16,7 +16,8 @@ import math
 import statistics
 from pathlib import Path
 
-from .config import CONFIG_DIR, list_ablations, load_ablation, resolve_run_config, resolve_scale
+from . import config as _config
+from .config import list_ablations, load_ablation, resolve_run_config, resolve_scale
 from .records import config_changes, load_records
 from .speed_side_by_side import session_of
 
@@ -419,7 +420,7 @@ def _row_notes(summary: dict) -> list[str]:
 
 def _variant_line(name: str, variant: str) -> int | None:
     """Line number of ``variant``'s entry in ``configs/ablations/<name>.yaml`` (for a link anchor)."""
-    path = CONFIG_DIR / "ablations" / f"{name}.yaml"
+    path = _config.CONFIG_DIR / "ablations" / f"{name}.yaml"
     if not path.is_file():
         return None
     in_variants = False

@@ -248,6 +248,10 @@ def spinenet_retinanet(backbone="spinenet49", num_classes: int = 80, *, backbone
     torchvision's, the official TPU values are ``detectors.SPINENET_TPU_LOSS`` / ``SPINENET_TPU_MATCHING``.
     """
     kw = dict(backbone_kwargs or {})
+    if match_params_of is not None and (isinstance(backbone, nn.Module) or backbone not in ARCHITECTURES
+                                        or match_params_of not in ARCHITECTURES):
+        raise ValueError(f"match_params_of needs two named SpineNet-family architectures; got {backbone!r} -> "
+                         f"{match_params_of!r} (valid: {', '.join(ARCHITECTURES)})")
     if isinstance(backbone, nn.Module):
         bb = backbone
         scaling = getattr(bb, "metadata", {}).get("scaling", "49")
@@ -265,9 +269,6 @@ def spinenet_retinanet(backbone="spinenet49", num_classes: int = 80, *, backbone
                 scaling = scaling or "49"
             kw = _spinenet_kwargs(scaling, kw, width_multiplier, resample_alpha_multiplier)
             if match_params_of is not None:
-                if match_params_of not in ARCHITECTURES or backbone not in ARCHITECTURES:
-                    raise ValueError(f"match_params_of needs two named SpineNet-family architectures; got "
-                                     f"{backbone!r} -> {match_params_of!r} (valid: {', '.join(ARCHITECTURES)})")
                 matched = capacity_matched_scale(backbone, match_params_of, json.dumps(kw, sort_keys=True))
                 kw["filter_size_scale"] = matched[0]
         elif module.endswith("resnet_fpn"):
@@ -280,8 +281,6 @@ def spinenet_retinanet(backbone="spinenet49", num_classes: int = 80, *, backbone
         bb = create_backbone(backbone, **{"min_level": 3, "max_level": 7, **kw})
         scaling = getattr(bb, "metadata", {}).get("scaling", scaling)
     if match_params_of is not None:
-        if isinstance(backbone, nn.Module):
-            raise ValueError("match_params_of needs a backbone name, not a built module")
         bb.metadata["capacity_matched"] = {"to": match_params_of, "filter_size_scale": matched[0],
                                            "backbone_params": matched[1], "reference_backbone_params": matched[2]}
     cfg = head_config(scaling)
