@@ -137,7 +137,23 @@ def merge_layers(layers: list[dict | None], sets: list[str] | None = None) -> di
     """Deep-merge config layers, apply ``--set`` overrides, then keep of each :data:`ALTERNATIVES`
     group only the key the latest layer set."""
     cfg = apply_sets(deep_merge(*layers), sets)
-    return _settle_alternatives(cfg, [*layers, apply_sets({}, sets)])
+    return _apply_epochs_multiplier(_settle_alternatives(cfg, [*layers, apply_sets({}, sets)]))
+
+
+def _apply_epochs_multiplier(cfg: dict) -> dict:
+    """``trainer.epochs_multiplier: k`` (e.g. a variant's "2x schedule") -> ``trainer.max_epochs`` = k x the
+    merged ``max_epochs`` (the scale's schedule, or a ``--set``), so that 2x is 2x at every scale. The key is
+    consumed: the resolved config holds the effective ``max_epochs`` only."""
+    trainer = cfg.get("trainer") or {}
+    mult = trainer.pop("epochs_multiplier", None)
+    if mult is None:
+        return cfg
+    epochs = float(mult) * int(trainer.get("max_epochs", 1))
+    if float(mult) <= 0 or abs(epochs - round(epochs)) > 1e-9:
+        raise ValueError(f"trainer.epochs_multiplier {mult} x trainer.max_epochs {trainer.get('max_epochs', 1)} "
+                         f"= {epochs:g} is not a positive whole number of epochs")
+    trainer["max_epochs"] = int(round(epochs))
+    return cfg
 
 
 # Keys that set one thing in different units. The layer that comes last (``--set`` included) decides

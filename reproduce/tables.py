@@ -16,8 +16,9 @@ import math
 import statistics
 from pathlib import Path
 
-from .config import ROOT, list_ablations, load_ablation, resolve_scale
-from .records import UNREADABLE, load_records, session_of
+from . import config as _config
+from .config import ROOT, list_ablations, load_ablation, resolve_run_config, resolve_scale
+from .records import UNREADABLE, config_changes, load_records, session_of
 
 REPORTS = ROOT / "reports"  # the project's, whatever the cwd (the CLI gives other record stores their own)
 MARKERS = {"paper": "", "paper via 3rd": "‡", "code": "*", "3rd": "‡", "derived": "°", "recalled": "†",
@@ -75,16 +76,71 @@ def _tag_marker(tag: str | None) -> str:
     return "¶"
 
 
+# Preparation steps whose output changes the module (params / FLOPs are known only after them)
+ARCH_CHANGING_STEPS = ("spinenet_connection_search",)
+
+
+def current_configs(abl: dict, scale: str) -> dict[str, dict | None]:
+    """Each variant's run config at ``scale`` as the config files resolve it now (None: does not resolve)."""
+    out = {}
+    for v in abl["variants"]:
+        try:
+            out[v] = resolve_run_config(abl, v, scale)
+        except (KeyError, ValueError):
+            out[v] = None
+    return out
+
+
+def split_stale(records: list[dict], cfg: dict | None) -> tuple[list[dict], list[dict]]:
+    """``(current, stale)``: a stale record was made with another config than the variant's config now
+    (``records.config_changes``: a row redefined, a scale recalibrated); its numbers describe another
+    run, so tables leave it out and say so, as the runner refuses to skip it."""
+    if cfg is None:
+        return records, []
+    stale = [r for r in records if config_changes(r, cfg)]
+    return [r for r in records if not any(r is x for x in stale)], stale
+
+
+def module_size(cfg: dict | None) -> tuple[int | None, int | None, str | None]:
+    """Params and FLOPs (multiply-adds at the config's image size) of the detector ``cfg`` builds, on the
+    meta device (the dry run's build), for rows without a run; ``(None, None, why)`` when the module
+    depends on a preparation step's result (a connection search) or cannot be built."""
+    if cfg is None:
+        return None, None, "the variant's config does not resolve"
+    steps = [st.get("kind") for st in cfg.get("prepare") or []]
+    if any(k in ARCH_CHANGING_STEPS for k in steps):
+        return None, None, "set by its preparation step (a connection search)"
+    from .dry_run import build_detector
+    from .measure import count_params, detector_macs
+
+    try:
+        det, _ = build_detector(cfg, device="meta")
+        return count_params(det), detector_macs(det, int(cfg["data"]["image_size"])), None
+    except Exception as e:  # a table is written anyway; the note says why the cell is empty
+        return None, None, f"module not built: {type(e).__name__}: {e}"
+
+
 def summarize(ablation: str, scale: str, runs_root=None) -> dict:
-    """Aggregate the records of one ablation at one scale: per variant, metric lists and statuses."""
+    """Aggregate the records of one ablation at one scale: per variant, metric lists and statuses.
+    Records of an earlier config of a variant (stale) are left out and counted; a row without a run
+    gets its params / FLOPs from the module its config builds."""
     abl = load_ablation(ablation)
+    cfgs = current_configs(abl, scale)
+    all_recs = load_records(ablation, runs_root)
     # an unreadable record's scale is unknown: its row says so at every scale
-    recs = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale or r["status"] == UNREADABLE]
+    recs = [r for r in all_recs if r["status"] == UNREADABLE]
+    stale_recs = []
+    for v in abl["variants"]:
+        cur, old = split_stale([r for r in all_recs if r.get("variant") == v and r.get("scale") == scale
+                                and r["status"] != UNREADABLE], cfgs[v])
+        recs += cur
+        stale_recs += old
     metrics = abl.get("table", {}).get("metrics", ["AP", "AP50", "AP75", "APs", "APm", "APl"])
     side = session_of(recs)  # one side-by-side speed measurement of every completed run, if any
     rows = []
     for v, spec in abl["variants"].items():
         vr = [r for r in recs if r.get("variant") == v]
+        stale = [r for r in stale_recs if r.get("variant") == v]
         done = [r for r in vr if r.get("status") == "completed"]
         failed = [r for r in vr if r.get("status") == "failed"]
         row = {"variant": v, "label": spec.get("label", v), "n": len(done), "failed": len(failed),
@@ -100,9 +156,16 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
             else:
                 vals = [r["metrics"][m] for r in done if r.get("metrics", {}).get(m, -1) >= 0]
             row["metrics"][m] = (*_mean_std(vals), len(vals))
+        row["stale"] = len(stale)
+        row["stale_keys"] = sorted({k for r in stale for k in config_changes(r, cfgs[v])})
+        row["done_records"] = done
         src = done[0] if done else (vr[0] if vr else {})
         row["params"] = src.get("params")
         row["macs"] = src.get("macs")
+        row["size_from"] = "run" if row["params"] is not None else None
+        if row["params"] is None:
+            row["params"], row["macs"], row["size_note"] = module_size(cfgs[v])
+            row["size_from"] = "module" if row["params"] is not None else None
         row["macs_paper"] = src.get("macs_paper")
         row["paper_input_size"] = src.get("paper_input_size")
         row["input_size"] = src.get("macs_input_size")
@@ -122,7 +185,8 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["wall_min"] = statistics.fmean(wall) / 60 if wall else math.nan
         row["wall_untimed"] = len(done) - len(wall)  # resumed runs whose whole wall time is unknown
         rows.append(row)
-    return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs, "side_by_side": side}
+    return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs, "side_by_side": side,
+            "stale_records": stale_recs, "runs_root": runs_root}
 
 
 def _fps_note(summary: dict) -> str:
@@ -149,7 +213,7 @@ def _threads_note(summary: dict) -> str:
 
 def claim_variants(claim: dict) -> tuple[str, str]:
     """The two variants a claim compares: ``{better, worse}`` (an ordering) or ``{close, to}`` (the first
-    comes close to the second: at most ``tolerance``, relative, below it; not bounded above)."""
+    comes close to the second: their gap, relative to the second, is within ``tolerance`` either way)."""
     if "close" in claim:
         return claim["close"], claim["to"]
     return claim["better"], claim["worse"]
@@ -165,7 +229,7 @@ def verdicts(summary: dict) -> list[str]:
         first, second = claim_variants(c)
         b, w = rows.get(first), rows.get(second)
         tol = float(c.get("tolerance", 0.0))
-        desc = (f"{first} within {tol:.0%} of {second} (or above it) on {m}" if "close" in c
+        desc = (f"{first} within ±{tol:.0%} of {second} on {m}" if "close" in c
                 else f"{first} > {second} on {m}")
         if c.get("source"):
             desc += f" ({c['source']})"
@@ -188,13 +252,20 @@ def verdicts(summary: dict) -> list[str]:
         k = 1.0 if m == "FPS" else 100.0
         nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
         if "close" in c:
-            nums += f", {diff / mw if mw else math.inf:+.0%}"
-            if diff >= -tol * abs(mw):
-                out.append(f"- {desc}: **reproduced** ({nums}{', one seed' if one_seed else ''})")
-            elif within_spread(-diff):
-                out.append(f"- {desc}: **not reproduced, but {against_spread(-diff)}** ({nums})")
+            rel = diff / mw if mw else math.inf
+            nums += f", {rel:+.0%}"
+            side = "above" if diff > 0 else "below" if diff < 0 else "equal to"
+            where = f"{first} {abs(rel):.0%} {side} {second}" if diff else f"{first} equal to {second}"
+            excess = abs(diff) - tol * abs(mw)  # how far the gap is outside the tolerance band
+            if excess <= 0:
+                out.append(f"- {desc}: **reproduced** ({where}, inside ±{tol:.0%}; {nums}"
+                           f"{', one seed' if one_seed else ''})")
+            elif within_spread(excess):
+                out.append(f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}, by less than 2x the seed "
+                           f"std; {nums})")
             else:
-                out.append(f"- {desc}: **not reproduced** ({nums}, {against_spread(-diff)})")
+                out.append(f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}; {nums}, "
+                           f"{against_spread(excess)})")
         elif diff > 0:
             weak = ", so weak" if within_spread(diff) else ""
             out.append(f"- {desc}: **reproduced** ({nums}, {against_spread(diff)}{weak})")
@@ -211,7 +282,10 @@ def _status(row: dict, total_seeds: int) -> str:
     if row.get("unreadable"):
         n = len(row["unreadable"])
         parts.append(f"{n} record{'s' if n > 1 else ''} unreadable")
-    return ", ".join(parts) or "not run"
+    parts = parts or ["not run"]
+    if row.get("stale"):  # records of an earlier config, left out
+        parts.append(f"{row['stale']} stale (config changed)")
+    return ", ".join(parts)
 
 
 def _wall_cell(row: dict) -> str:
@@ -231,6 +305,18 @@ def _cost_cell(row: dict, kind: str) -> str:
     return f"{row['prepare_min'][kind]:.1f}" + (f" ({'/'.join(str(e) for e in eps)} ep)" if eps else "")
 
 
+def _fps_cell(row: dict, summary: dict) -> str:
+    """Mean FPS; with ``table.fps_relative_to: {variant: reference}`` also the relative difference to the
+    reference row's FPS (e.g. a transformed network against its original at equal FLOPs)."""
+    if not row["fps"][2]:
+        return "–"
+    ref_name = (summary["ablation"].get("table", {}).get("fps_relative_to") or {}).get(row["variant"])
+    ref = next((r for r in summary["rows"] if r["variant"] == ref_name), None)
+    if ref is None or not ref["fps"][2] or not ref["fps"][0]:
+        return f"{row['fps'][0]:.1f}"
+    return f"{row['fps'][0]:.1f} ({row['fps'][0] / ref['fps'][0] - 1:+.0%})"
+
+
 def _num(v, div, digits=2):
     return "–" if v is None else f"{v / div:.{digits}f}"
 
@@ -246,7 +332,7 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
     body, used_tags = [], []
     for r in summary["rows"]:
         mean, std, n = r["metrics"][primary]
-        ours = _fmt(mean, std, n) if r["n"] else ("failed" if r["failed"] else _status(r, total))
+        ours = _fmt(mean, std, n) if r["n"] else ("failed" if r["failed"] else _status({**r, "stale": 0}, total))
         p = r["paper"]
         pv = p.get(primary)
         if pv is None:  # "–": no such row in the paper; table.paper_missing (e.g. "not available"): a number not known
@@ -262,9 +348,7 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
                 continue
             mm, ss, nn = r["metrics"][m]
             cells.append(f"{mm * 100:.1f}" if nn else "–")
-        cells += [_num(r["params"], 1e6), _num(r["macs"], 1e9, 3),
-                  f"{r['fps'][0]:.1f}" if r["fps"][2] else "–",
-                  _wall_cell(r)]
+        cells += [_num(r["params"], 1e6), _num(r["macs"], 1e9, 3), _fps_cell(r, summary), _wall_cell(r)]
         cells += [_cost_cell(r, k) for k in kinds]
         cells.append(_status(r, total))
         body.append(cells)
@@ -275,6 +359,8 @@ def render_markdown(summary: dict) -> str:
     abl, scale = summary["ablation"], summary["scale"]
     header, body, tags = build_rows(summary)
     name = abl["name"]
+    header = header + ["Config, records"]
+    body = [cells + [_links_cell(name, r, summary.get("runs_root"))] for cells, r in zip(body, summary["rows"])]
     lines = [f"## {abl.get('title', name)} — scale `{scale}`", ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
@@ -309,6 +395,7 @@ def render_markdown(summary: dict) -> str:
             notes.append(f"{r['label']} failed: `{e}`")
         for e in r.get("unreadable", []):
             notes.append(f"{r['label']}: `{e}`")
+    notes += _row_notes(summary)
     for fn in abl.get("table", {}).get("footnotes", []):
         notes.append(fn.strip())
     lines += [f"- {n}" for n in notes]
@@ -316,6 +403,56 @@ def render_markdown(summary: dict) -> str:
     if v:
         lines += ["", "**Does the paper's ordering reproduce?**", ""] + v
     return "\n".join(lines) + "\n"
+
+
+def _row_notes(summary: dict) -> list[str]:
+    """Notes on how rows were filled: stale records left out, sizes counted from the module, relative FPS."""
+    notes = []
+    for r in summary["rows"]:
+        if r.get("stale"):
+            keys = ", ".join(r["stale_keys"][:4]) + (" ..." if len(r["stale_keys"]) > 4 else "")
+            notes.append(f"{r['label']}: {r['stale']} record(s) of an earlier config left out (changed: {keys}); "
+                         "the row is filled again when re-run")
+        if r.get("size_note"):
+            notes.append(f"{r['label']}: params / FLOPs not counted: {r['size_note']}")
+    counted = [r["label"] for r in summary["rows"] if r.get("size_from") == "module"]
+    if counted:
+        notes.append("Params / FLOPs of rows without a run (" + "; ".join(counted) + "): counted from the module "
+                     "their config builds now (meta device, as the dry run), not from a record.")
+    rel = summary["ablation"].get("table", {}).get("fps_relative_to") or {}
+    if any(r["variant"] in rel and "(" in _fps_cell(r, summary) for r in summary["rows"]):
+        pairs = ", ".join(f"{v} vs {ref}" for v, ref in rel.items())
+        notes.append(f"FPS (±x%): the row's FPS relative to its reference row's, measured in the same way ({pairs}).")
+    return notes
+
+
+def _variant_line(name: str, variant: str) -> int | None:
+    """Line number of ``variant``'s entry in ``configs/ablations/<name>.yaml`` (for a link anchor)."""
+    path = _config.CONFIG_DIR / "ablations" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    in_variants = False
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("variants:"):
+            in_variants = True
+        elif in_variants and line.rstrip() == f"  {variant}:":
+            return i
+    return None
+
+
+def _store_name(runs_root) -> str:
+    """The record store as linked from reports/: its folder name beside the repository's ``runs/``
+    (``runs`` by default; ``--runs-root /tmp/x/runs`` regenerating the committed tables links ``runs``)."""
+    return Path(runs_root).name if runs_root else "runs"
+
+
+def _links_cell(name: str, row: dict, runs_root=None) -> str:
+    """Links from a table row to its variant's config entry and to its records (when it has any)."""
+    line = _variant_line(name, row["variant"])
+    cell = f"[config](../configs/ablations/{name}.yaml{f'#L{line}' if line else ''})"
+    if row["n"] or row["failed"] or row.get("running") or row.get("interrupted"):
+        cell += f", [records](../{_store_name(runs_root)}/{name}/{row['variant']}/)"
+    return cell
 
 
 def render_tex(summary: dict) -> str:
@@ -429,7 +566,7 @@ def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) ->
         md += [abl["description"].strip(), ""]
     reports.mkdir(parents=True, exist_ok=True)
     written = []
-    csv_rows = []
+    csv_rows, run_rows = [], []
     tex = []
     for scale in scales:
         s = summarize(name, scale, runs_root)
@@ -446,23 +583,125 @@ def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) ->
         for fig in plot_searched_archs(name, scale, runs_root, reports / "figures"):
             md.append(f"![searched dilations: {fig.stem}](figures/{fig.name})\n")
             written.append(fig)
-        header, body, _ = build_rows(s)
-        csv_rows += [["scale"] + header] + [[scale] + row for row in body]
+        fl = plot_ap_vs_flops(s, reports / "figures" / f"{name}_{scale}_ap_vs_flops.png")
+        if fl:
+            md.append(f"![AP vs FLOPs](figures/{fl.name})\n")
+            written.append(fl)
+        csv_rows += summary_csv_rows(s, header=not csv_rows)
+        run_rows += runs_csv_rows(s)
         tex.append(render_tex(s))
     (reports / f"{name}.md").write_text("\n".join(md))
     with open(reports / f"{name}.csv", "w", newline="") as f:
         csv.writer(f).writerows(csv_rows)
+    with open(reports / f"{name}_runs.csv", "w", newline="") as f:
+        csv.writer(f).writerows([RUNS_CSV_COLUMNS] + run_rows)
     (reports / f"{name}.tex").write_text("\n".join(tex))
-    return [reports / f"{name}.md", reports / f"{name}.csv", reports / f"{name}.tex", *written]
+    return [reports / f"{name}.md", reports / f"{name}.csv", reports / f"{name}_runs.csv", reports / f"{name}.tex",
+            *written]
+
+
+def _num_cell(v, digits: int = 4) -> str:
+    """A number for the CSV files ("" when unknown)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def summary_csv_rows(summary: dict, header: bool = True) -> list[list[str]]:
+    """``reports/<name>.csv``: the table's cells as shown, then numbers: per metric the mean, std and n over
+    seeds (COCO metrics x 100, FPS as measured), params, FLOPs (multiply-adds), run minutes, the row's
+    config entry and record folder (paths from the repository root)."""
+    head, body, _ = build_rows(summary)
+    name, metrics = summary["ablation"]["name"], list(summary["metrics"]) + ["FPS"]
+    numeric = [f"{m}_{k}" for m in metrics for k in ("mean", "std", "n")] + ["params", "flops_macs",
+                                                                            "flops_input_size", "run_min"]
+    out = [["scale"] + head + ["variant"] + numeric + ["config", "records"]] if header else []
+    for cells, r in zip(body, summary["rows"]):
+        nums = []
+        for m in metrics:
+            mean, std, n = r["metrics"][m]
+            k = 1.0 if m == "FPS" else 100.0
+            nums += [_num_cell(mean * k if n else None), _num_cell(std * k if n > 1 else None), str(n)]
+        nums += [_num_cell(r["params"]), _num_cell(r["macs"]), _num_cell(r.get("input_size") or
+                                                                         _scale_image_size(summary)),
+                 _num_cell(r["wall_min"], 2)]
+        line = _variant_line(name, r["variant"])
+        links = [f"configs/ablations/{name}.yaml" + (f"#L{line}" if line else ""),
+                 f"{_store_name(summary.get('runs_root'))}/{name}/{r['variant']}/" if r["n"] else ""]
+        out.append([summary["scale"]] + cells + [r["variant"]] + nums + links)
+    return out
+
+
+def _scale_image_size(summary: dict):
+    return (resolve_scale(summary["ablation"], summary["scale"]).get("data") or {}).get("image_size")
+
+
+RUNS_CSV_COLUMNS = ["ablation", "variant", "seed", "scale", "status", "config_current", "AP", "AP50", "AP75", "APs",
+                    "APm", "APl", "AR100", "fps", "fps_kind", "params", "flops_macs", "flops_input_size", "run_min",
+                    "prepare_min", "wall_time_min", "commit", "dirty", "record"]
+
+
+def runs_csv_rows(summary: dict) -> list[list[str]]:
+    """``reports/<name>_runs.csv``: one row per run record of the scale (tidy; COCO metrics x 100).
+    ``config_current`` is False for a stale record (made with an earlier config; left out of the table);
+    ``run_min`` is the run's own training + evaluation time (``detection_wall_s``), ``prepare_min`` the
+    preparation steps it ran or reused, ``record`` the record's path in the store."""
+    name, store = summary["ablation"]["name"], _store_name(summary.get("runs_root"))
+    stale = {id(r) for r in summary.get("stale_records", [])}
+    out = []
+    for r in sorted(summary["records"] + summary.get("stale_records", []),
+                    key=lambda r: (list(summary["ablation"]["variants"]).index(r["variant"])
+                                   if r.get("variant") in summary["ablation"]["variants"] else 99, r.get("seed", 0))):
+        m = r.get("metrics") or {}
+        speed = r.get("speed_side_by_side") if summary.get("side_by_side") and r.get("speed_side_by_side") else None
+        kind = "side_by_side" if speed else "end_of_run"
+        speed = speed or r.get("speed") or {}
+        wall = detection_wall_s(r) if r.get("status") == "completed" else None
+        prep = sum(float(st.get("wall_time_s") or 0.0) for st in r.get("prepare") or [])
+        metrics = [_num_cell(m[k] * 100) if isinstance(m.get(k), (int, float)) and m[k] >= 0 else ""
+                   for k in RUNS_CSV_COLUMNS[6:13]]
+        out.append([name, r.get("variant", ""), str(r.get("seed", "")), r.get("scale", ""), r.get("status", ""),
+                    str(id(r) not in stale), *metrics, _num_cell(speed.get("fps")), kind if speed else "",
+                    _num_cell(r.get("params")), _num_cell(r.get("macs")), _num_cell(r.get("macs_input_size")),
+                    _num_cell(wall / 60 if wall is not None else None, 2), _num_cell(prep / 60 if prep else None, 2),
+                    _num_cell(float(r["wall_time_s"]) / 60 if r.get("wall_time_s") is not None else None, 2),
+                    (r.get("git") or {}).get("commit", ""), str((r.get("git") or {}).get("dirty", "")),
+                    f"{store}/{name}/{r.get('variant')}/seed{r.get('seed')}/record.json"])
+    return out
+
+
+def plot_ap_vs_flops(summary: dict, path: Path) -> Path | None:
+    """AP against FLOPs, one labelled point per row with completed runs (mean, bars = std over seeds), in
+    the manner of SpineNet's Figure 4; only when those rows differ in FLOPs (else nothing is drawn)."""
+    primary = summary["ablation"].get("table", {}).get("primary", "AP")
+    pts = [(r["label"], r["macs"], r["metrics"][primary]) for r in summary["rows"]
+           if r["n"] and r["macs"] and r["metrics"][primary][2]]
+    if len({round(m / 1e6) for _, m, _ in pts}) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, macs, (mean, std, _) in sorted(pts, key=lambda p: p[1]):
+        ax.errorbar(macs / 1e9, mean * 100, yerr=std * 100, marker="o", capsize=3, label=label)
+    size = _scale_image_size(summary)
+    return _finish(fig, ax, path, f"FLOPs (G multiply-adds at {size} px)", f"val {primary} x 100",
+                   f"{summary['ablation']['name']} ({summary['scale']}): {primary} vs FLOPs, mean ± std over seeds")
 
 
 def write_index(reports: Path = REPORTS) -> Path:
-    lines = ["# Reports", "", "Every table and figure here is generated; the command beside each regenerates it.", "",
+    lines = ["# Reports", "", "Every table and figure here is generated; the command beside each regenerates it.",
+             "`<ablation>.csv` holds each table's cells as shown, then numbers (per metric the mean, std and n over "
+             "seeds; COCO metrics x 100), params, FLOPs (multiply-adds) and the row's config and records; "
+             "`<ablation>_runs.csv` holds one row per run record (tidy, for your own analysis).", "",
              "| Report | What | Regenerate |", "|---|---|---|"]
     for name in list_ablations():
         abl = load_ablation(name)
         if (reports / f"{name}.md").exists():
-            lines.append(f"| [{name}.md]({name}.md) ([csv]({name}.csv), [tex]({name}.tex)) | {abl.get('title', '')} | "
+            lines.append(f"| [{name}.md]({name}.md) ([csv]({name}.csv), [runs csv]({name}_runs.csv), [tex]({name}.tex)) "
+                         f"| {abl.get('title', '')} | "
                          f"`reproduce run {name} --scale cpu` then `reproduce tables {name}` |")
     extra = sorted(p for p in reports.glob("*.md") if p.stem not in list_ablations() and p.name != "README.md")
     for p in extra:

@@ -261,11 +261,15 @@ def test_close_claim_verdicts():
         claim = {"close": "scratch", "to": "pre", "tolerance": 0.1, "metric": "AP", "source": "s"}
         return {"rows": rows, "ablation": {"table": {"primary": "AP", "claims": [claim]}}}
 
-    assert "**reproduced** (28.0 vs 30.0, gap -2.0, -7%)" in verdicts(summary(0.28, 0.30))[0]
-    assert "**reproduced**" in verdicts(summary(0.35, 0.30))[0]  # above it counts
-    assert "**not reproduced** (20.0 vs 30.0" in verdicts(summary(0.20, 0.30))[0]
-    assert "within 2x the seed std" in verdicts(summary(0.20, 0.30, std=0.06))[0]
-    assert "within 10% of pre (or above it)" in verdicts(summary(0.20, 0.30))[0]
+    assert ("**reproduced** (scratch 7% below pre, inside ±10%; 28.0 vs 30.0, gap -2.0, -7%)"
+            in verdicts(summary(0.28, 0.30))[0])
+    assert "**reproduced** (scratch 7% above pre, inside ±10%" in verdicts(summary(0.32, 0.30))[0]
+    # |gap| outside the tolerance does not reproduce "close", in either direction, and says which way
+    assert "**not reproduced** (scratch 17% above pre, outside ±10%" in verdicts(summary(0.35, 0.30))[0]
+    assert "**not reproduced** (scratch 33% below pre, outside ±10%; 20.0 vs 30.0" in verdicts(summary(0.20, 0.30))[0]
+    assert "by less than 2x the seed std" in verdicts(summary(0.20, 0.30, std=0.06))[0]
+    assert "beyond the seed spread" in verdicts(summary(0.20, 0.30, std=0.001))[0]
+    assert "scratch within ±10% of pre on AP" in verdicts(summary(0.20, 0.30))[0]
     one = summary(0.20, 0.30)
     for r in one["rows"]:
         r["metrics"]["AP"] = (r["metrics"]["AP"][0], 0.0, 1)

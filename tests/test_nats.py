@@ -203,3 +203,35 @@ def test_search_is_deterministic_per_seed_and_moves_only_its_parameters():
     torch.manual_seed(0)
     ref = build_resnet_variant("basicblock_16_1-2", "gn", num_classes=4)
     assert not torch.equal(ref.layer1[0].conv1.weight, m1.layer1[0].conv1.weight)  # weights trained too
+
+
+def test_searched_convs_is_a_config_choice():
+    """Issue 16 item 7: "all" searches both 3x3 convs of a BasicBlock; "crnas" only the second one, as CR-NAS
+    modifies one 3x3 per block; on a Bottleneck ResNet the two select the same convs."""
+    from reproduce.models.nats import SEARCHED_CONVS, conv_pattern, nats_layers
+
+    r18 = {"base": "resnet_variant", "base_kwargs": {"arch": "r18_64_11-21-21-21", "norm": "bn"}, "search": True}
+    layers = {sc: sorted(nats_layers(create_backbone("resnet_fpn_nats", searched_convs=sc, **r18)))
+              for sc in SEARCHED_CONVS}
+    assert len(layers["all"]) == 16 and len(layers["crnas"]) == 8
+    assert all(n.endswith(".conv2") for n in layers["crnas"]) and set(layers["crnas"]) < set(layers["all"])
+    r50 = {sc: sorted(nats_layers(create_backbone(
+        "resnet_fpn_nats", base="resnet_variant", search=True, searched_convs=sc,
+        base_kwargs={"arch": "r50_64_111-2111-211111-211", "norm": "bn"}))) for sc in SEARCHED_CONVS}
+    assert r50["all"] == r50["crnas"] and len(r50["all"]) == 16
+    assert conv_pattern(r"layer4\.\d+\.conv2") == r"layer4\.\d+\.conv2"
+    with pytest.raises(ValueError, match="valid: all, crnas"):
+        conv_pattern("crnass")
+
+
+def test_nats_tables_show_fps_against_the_original_row():
+    """The equal-FLOPs NATS rows are compared in speed with their original rows (the FPS cell says by how much)."""
+    from reproduce.config import load_ablation
+
+    for name in ("nats_transformation", "nats_groups"):
+        table = load_ablation(name)["table"]
+        rel = table["fps_relative_to"]
+        assert rel and all(v.startswith("retinanet_nats") or v.startswith("faster_rcnn_nats") for v in rel)
+        assert all(ref.endswith("_original") for ref in rel.values())
+    notes = " ".join(load_ablation("nats_transformation")["table"]["footnotes"])
+    assert "Equal FLOPs are not equal speed" in notes

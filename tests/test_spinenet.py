@@ -1,6 +1,6 @@
 """SpineNet family: sizes against the reference counts, strides, graph rules, transforms, registry.
 
-Reference numbers: shared/reference/spinenet.md section 4 (derived from the official code) and
+Reference numbers: docs/provenance/spinenet.md section 4 (derived from the official code) and
 section 6.1 (paper via 3rd). Big models are built on the meta device (shapes only).
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ from reproduce.models.spinenet.specs import (
     SPINENET_BLOCK_SPECS,
 )
 from reproduce.models.spinenet.topology import resolve
+from reproduce.models.spinenet.transforms import TABLE8_ORDERS, fixed_order, parse_order
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -48,8 +49,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-NAMES = ["spinenet49s", "spinenet49", "spinenet96", "spinenet143", "spinenet190", "r0_sp53", "r0_sp53_hourglass",
-         "r0_sp53_fish", "r0_sp53_no_short", "r0_sp53_no_long", "r0_sp53_sequential"]
+NAMES = ["spinenet49s", "spinenet49", "spinenet96", "spinenet143", "spinenet190", "r0_sp53", "r0_sp53_hourglass_t8",
+         "r0_sp53_fish_t8", "r0_sp53_no_short", "r0_sp53_no_long", "r0_sp53_sequential"]
 DAMAGED = ["r0_sp53_no_short", "r0_sp53_no_long", "r0_sp53_sequential"]
 
 
@@ -169,7 +170,7 @@ def test_conv_init_is_variance_scaling_fan_in():
     assert w.abs().max().item() <= 2 * (1.0 / fan_in) ** 0.5 / 0.8796 + 1e-6
 
 
-@pytest.mark.parametrize("name", ["spinenet49", "r0_sp53_fish", "r0_sp53_no_short"])
+@pytest.mark.parametrize("name", ["spinenet49", "r0_sp53_fish_t8", "r0_sp53_no_short"])
 def test_feature_strides(name):
     bb = small(name)
     assert [f["stride"] for f in bb.feature_info] == [8, 16, 32, 64, 128]
@@ -240,23 +241,47 @@ def _runs(levels):
     return 1 + sum(d0 != d1 for d0, d1 in pairwise(dirs))
 
 
-def test_hourglass_and_fish_orders():
-    base = sorted(s[0] for s in R0_SP53_BLOCK_SPECS if not s[3])
-    for fn, runs in [(hourglass, 2), (fish, 3)]:
+def test_hourglass_and_fish_are_the_table8_orders():
+    """Issue 16 item 2: the paper's Table 8 orders (recalled), every block of R0-SP53, outputs last in the
+    order's own sequence (not R0-SP53's learned output order); hourglass goes down then up, fish down, up, down."""
+    levels = {"hourglass": [2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4, 5, 7, 6, 5, 4, 3],
+              "fish": [2, 2, 2, 2, 3, 3, 4, 4, 4, 5, 4, 4, 3, 2, 3, 4, 5, 6, 7]}
+    assert parse_order(TABLE8_ORDERS["hourglass"]) == levels["hourglass"]
+    assert parse_order(TABLE8_ORDERS["fish"])[:2] == [2, 2] and len(parse_order(TABLE8_ORDERS["fish"])) == 17
+    r0_levels = sorted([2, 2] + [s[0] for s in R0_SP53_BLOCK_SPECS])
+    learned_outputs = [s[0] for s in R0_SP53_BLOCK_SPECS if s[3]]
+    for fn, name, runs in [(hourglass, "hourglass", 2), (fish, "fish", 3)]:
         out = fn(R0_SP53_BLOCK_SPECS)
-        inter = [s[0] for s in out if not s[3]]
-        assert sorted(inter) == base
-        assert _runs(inter) == runs
-        assert [s for s in out if s[3]] != [] and all(s[3] for s in out[len(inter):])
-        assert [s[0] for s in out if s[3]] == [s[0] for s in R0_SP53_BLOCK_SPECS if s[3]]
+        full = [2, 2] + [s[0] for s in out]
+        assert full == parse_order(TABLE8_ORDERS[name]) and sorted(full) == r0_levels
+        assert _runs(full) == runs
+        assert [s[3] for s in out] == [False] * 10 + [True] * 5
+        assert [s[0] for s in out if s[3]] != learned_outputs
         for i, (_, _, parents, is_out) in enumerate(out):
             f = i + 2
             assert f - 1 in parents and len(parents) == 2
             if not is_out:
                 assert min(parents) >= f - 5
-    for name in ("r0_sp53_hourglass", "r0_sp53_fish"):
+    assert [s[0] for s in hourglass() if s[3]] == [7, 6, 5, 4, 3]
+    assert [s[0] for s in fish() if s[3]] == [3, 4, 5, 6, 7]
+    for name in ("r0_sp53_hourglass_t8", "r0_sp53_fish_t8"):
         meta = ARCHITECTURES[name].metadata
-        assert meta["connections"] == "rule" and "hypothesis" in meta["order"]
+        assert meta["connections"] == "rule" and "hypothesis" in meta["order"] and "Table 8" in meta["order"]
+    with pytest.raises(ValueError, match="levels"):
+        fixed_order("3L2 3L3 5L4 1L5 1L7 1L6 1L5 1L4", R0_SP53_BLOCK_SPECS)  # one L3 block short
+    with pytest.raises(ValueError, match="output blocks"):
+        fixed_order("3L2 3L3 5L4 1L3 1L7 1L6 1L5 1L4 1L5", R0_SP53_BLOCK_SPECS)
+
+
+def test_table8_rows_say_order_hypothesis_and_search_cost():
+    from reproduce.config import load_ablation
+
+    abl = load_ablation("spinenet_scale_permutation")
+    for v in ("hourglass", "fish", "hourglass_rule", "fish_rule"):
+        assert "order: hypothesis" in abl["variants"][v]["label"]
+        assert abl["variants"][v]["model"]["backbone"].endswith("_t8")
+    notes = " ".join(abl["table"]["footnotes"])
+    assert "300 s per order" in notes and "~13k" in notes and "200 candidates" in notes
 
 
 def test_with_connections_replaces_and_validates():
@@ -305,3 +330,35 @@ def test_zoo_generation(tmp_path):
     out = main(["--out", str(tmp_path / "zoo.md"), "--no-figures"])
     text = out.read_text()
     assert "3rd, unverified" in text and "R0-SP53" in text and "Fish" in text
+
+
+# --- capacity-matched Table 9 rows (issue 16 item 3) ------------------------------------------------
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_capacity_matched_rows_have_r0_sp53_params_within_2_percent(scale):
+    """The pruned Table 9 graphs lose params; the *_matched rows widen their block filters back to R0-SP53's
+    count (within 2%) at each scale, while the pruned rows keep theirs (and the table shows both)."""
+    from reproduce.config import load_ablation, resolve_run_config
+    from reproduce.dry_run import build_detector
+
+    abl = load_ablation("spinenet_cross_scale_connections")
+    variants = ["r0_sp53", "no_short", "no_short_matched"] + (["no_long_matched", "sequential_matched"]
+                                                                  if scale == "cpu" else [])
+    params = {v: count_params(build_detector(resolve_run_config(abl, v, scale), device="meta")[0]) for v in variants}
+    ref = params.pop("r0_sp53")
+    assert params.pop("no_short") < 0.8 * ref
+    for v, p in params.items():
+        assert abs(p / ref - 1) <= 0.02, (v, p, ref)
+
+
+def test_capacity_matching_scales_block_filters_only_and_says_so():
+    with torch.device("meta"):
+        det = spinenet_retinanet("r0_sp53_no_long", num_classes=10, width_multiplier=0.25,
+                                 resample_alpha_multiplier=0.5, match_params_of="r0_sp53")
+        ref = spinenet_retinanet("r0_sp53", num_classes=10, width_multiplier=0.25, resample_alpha_multiplier=0.5)
+    meta = det.backbone.metadata["capacity_matched"]
+    assert meta["to"] == "r0_sp53" and meta["filter_size_scale"] > 0.25 and meta["detector_params_gap"] <= 0.02
+    assert det.backbone.config["endpoints_num_filters"] == ref.backbone.config["endpoints_num_filters"]
+    assert count_params(det.head) == count_params(ref.head)
+    with pytest.raises(ValueError, match="match_params_of needs two named SpineNet-family"):
+        spinenet_retinanet("resnet50_fpn", num_classes=10, match_params_of="r0_sp53")

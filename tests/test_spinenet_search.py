@@ -89,7 +89,7 @@ def test_step_records_skips_and_reuses(tiny_data, tmp_path, monkeypatch):
     from reproduce.steps import run_steps, step_dir
 
     search_cfg = {k: v for k, v in tiny_settings(tiny_data, max_candidates=2).items() if k != "order"}
-    cfg = {"data": tiny_data, "spinenet_search": search_cfg, "model": {"backbone": "r0_sp53_hourglass"},
+    cfg = {"data": tiny_data, "spinenet_search": search_cfg, "model": {"backbone": "r0_sp53_hourglass_t8"},
            "prepare": [{"kind": "spinenet_connection_search", "order": "hourglass", "per_seed": False}]}
     runs = tmp_path / "runs"
     new_cfg, infos = run_steps(cfg, seed=0, runs_root=runs)
@@ -152,11 +152,11 @@ def test_specs_by_path_named_and_custom(tmp_path):
     table = SP.sample_connections("fish", rng)
     path = tmp_path / "fish.json"
     path.write_text(json.dumps({"specs": table_to_json(table), "connections": "searched (test)"}))
-    bb = create_backbone("r0_sp53_fish", specs=str(path), filter_size_scale=0.25, endpoints_num_filters=16)
+    bb = create_backbone("r0_sp53_fish_t8", specs=str(path), filter_size_scale=0.25, endpoints_num_filters=16)
     assert bb.block_specs == table and bb.metadata["connections"] == "searched (test)"
-    assert create_backbone("r0_sp53_fish").metadata["connections"] == "rule"
+    assert create_backbone("r0_sp53_fish_t8").metadata["connections"] == "rule"
     with pytest.raises(ValueError, match="block order"):
-        create_backbone("r0_sp53_hourglass", specs=str(path))
+        create_backbone("r0_sp53_hourglass_t8", specs=str(path))
     custom = create_backbone("spinenet_custom", specs=table_to_json(table), filter_size_scale=0.25)
     assert custom.block_specs == table and custom.metadata["scaling"] == "49"
     with pytest.raises(ValueError, match="specs"):

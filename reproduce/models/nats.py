@@ -1,7 +1,7 @@
 """NATS: channel-level architecture transformation search over a pretrained ResNet.
 
 Reproduces Peng et al., "Efficient Neural Architecture Transformation Search in Channel-Level for
-Object Detection" (NeurIPS 2019; ../shared/reference/nats.md). Facts used:
+Object Detection" (NeurIPS 2019; provenance in ``docs/provenance/nats.md``). Facts used:
 
 - the search **transforms an existing network and reuses its (ImageNet) weights**, is
   **gradient-based**, works at **channel level**, and the result has **no extra parameters and no
@@ -9,12 +9,15 @@ Object Detection" (NeurIPS 2019; ../shared/reference/nats.md). Facts used:
 - what is searched is the **dilation** of convolutions (**3rd**, NeurIPS Reviewer 1); each channel
   group (sub-path, Fig. 1c) of a searched conv gets its own dilation (**derived**).
 
-Everything below that the paper does not give is this suite's choice (**hypothesis**, reference
-section 7):
+Everything below that the paper does not give is this suite's choice (**hypothesis**):
 
-- searched convs: every 3x3 conv inside the residual stages (names ``layer{i}.{j}.conv{k}``: both
-  convs of a BasicBlock, the middle conv of a Bottleneck); CR-NAS (same group, **3rd**) modifies
-  the same convs. Only plain / weight-standardized ``nn.Conv2d`` with dilation 1 and padding 1;
+- searched convs (``searched_convs``, a config key of ``resnet_fpn_nats``; ``SEARCHED_CONVS``):
+  ``"all"`` (default) = every 3x3 conv of the residual blocks (names ``layer{i}.{j}.conv{k}``: both
+  convs of a BasicBlock, the middle conv of a Bottleneck); ``"crnas"`` = one conv per block, the
+  second 3x3 of a BasicBlock and the 3x3 of a Bottleneck (``layer{i}.{j}.conv2``), the convs CR-NAS
+  (same group, **3rd**) modifies. On Bottleneck ResNets (R50 / R101) both select the same convs; on
+  BasicBlock ResNets (R18 / R34) ``"all"`` searches twice as many. A regex over the trunk's module
+  names is accepted too. Only plain / weight-standardized ``nn.Conv2d`` with dilation 1 and padding 1;
 - channel groups: the output channels split into ``groups`` equal contiguous groups (default 4), or
   groups of ``channels_per_group`` channels (the paper ablates both, Tab. 2 / Tab. 3, numbers not
   available);
@@ -27,7 +30,9 @@ section 7):
 - derivation: argmax per group (ties -> the first candidate, i.e. the pretrained dilation 1);
   the derived conv runs one ``F.conv2d`` per run of consecutive groups with the same dilation, on
   row slices of the same weight tensor, so its parameters are the original conv's (``weight``,
-  ``bias``) and the original pretrained state dict loads with no missing / unexpected keys;
+  ``bias``) and the original pretrained state dict loads with no missing / unexpected keys. Its
+  multiply-adds equal the original's, but several smaller convs (and dilated ones) run slower than
+  one on CPU: the tables give the measured FPS beside the original's;
 - search loop: first-order DARTS alternation (:func:`search_step`: architecture step on a held-out
   batch, then weight step).
 
@@ -54,6 +59,21 @@ from .registry import create_backbone, register_backbone
 DEFAULT_CANDIDATES = (1, 2, 3)
 DEFAULT_GROUPS = 4
 DEFAULT_PATTERN = r"layer\d+\.\d+\.conv\d+"
+# Named choices of the searched convs (module-name regexes relative to the trunk; only 3x3 convs qualify)
+SEARCHED_CONVS = {
+    "all": DEFAULT_PATTERN,  # every 3x3 of the residual blocks: both of a BasicBlock, the middle one of a Bottleneck
+    "crnas": r"layer\d+\.\d+\.conv2",  # one per block, as CR-NAS [3rd]: BasicBlock's second 3x3, Bottleneck's 3x3
+}
+
+
+def conv_pattern(searched_convs: str) -> str:
+    """The module-name regex of ``searched_convs``: a name of ``SEARCHED_CONVS`` or a regex of its own."""
+    if searched_convs in SEARCHED_CONVS:
+        return SEARCHED_CONVS[searched_convs]
+    if not any(c in searched_convs for c in "\\.*+[](){}|?^$"):
+        raise ValueError(f"unknown searched_convs {searched_convs!r}; valid: {', '.join(SEARCHED_CONVS)} "
+                         "or a regex over the trunk's module names")
+    return searched_convs
 ARCH_DIR = Path(__file__).parent / "nats_archs"
 _CONV_TYPES = (nn.Conv2d, WSConv2d)
 
@@ -379,20 +399,22 @@ def with_nats_methods(model: nn.Module) -> nn.Module:
 @register_backbone("resnet_fpn_nats")
 def resnet_fpn_nats(base: str = "resnet50_fpn", arch: str | Path | dict | None = None, *, search: bool = False,
                     groups: int = DEFAULT_GROUPS, channels_per_group: int | None = None,
-                    candidates: Iterable = DEFAULT_CANDIDATES, weights: str | None = None, min_level: int = 3,
+                    candidates: Iterable = DEFAULT_CANDIDATES, searched_convs: str = "all",
+                    weights: str | None = None, min_level: int = 3,
                     max_level: int = 7, base_kwargs: dict | None = None, **fpn_kwargs) -> nn.Module:
     """NATS dilation transform of a ResNet-FPN (search=True, or a fixed arch name/path); same weights.
 
     ``base`` is any registered backbone with a ResNet ``.trunk`` (``resnet18_fpn``, ``resnet50_fpn``,
     ``resnet_variant`` with ``base_kwargs={"arch": ...}``); ``weights`` go to the base builder before the
     transform, so original and transformed detectors start from the same pretrained weights. With
-    neither ``search`` nor ``arch`` the base is returned untransformed (the "original" variant)."""
+    neither ``search`` nor ``arch`` the base is returned untransformed (the "original" variant).
+    ``searched_convs``: which convs the search transforms (``SEARCHED_CONVS``: "all" | "crnas", or a regex)."""
     if search and arch is not None:
         raise ValueError("resnet_fpn_nats: give either search=True (start from the original) or arch=..., not both")
     bb = create_backbone(base, min_level=min_level, max_level=max_level, weights=weights, **(base_kwargs or {}),
                          **fpn_kwargs)
     if search:
-        to_search(bb, groups, candidates, channels_per_group=channels_per_group)
+        to_search(bb, groups, candidates, channels_per_group=channels_per_group, pattern=conv_pattern(searched_convs))
     elif arch is not None:
         apply_arch(bb, arch)
     return with_nats_methods(bb)

@@ -1,6 +1,6 @@
 """Figures and cost summary of searched NATS architectures (Peng et al., NeurIPS 2019).
 
-The paper's figure of the discovered transformation is not available (../shared/reference/nats.md
+The paper's figure of the discovered transformation is not available (docs/provenance/nats.md
 section 4); this draws what this suite's search found: for an arch JSON (``{layer: [dilation per
 group]}``, :mod:`reproduce.models.nats`), one heat-map panel per ResNet stage, x = searched conv
 (``block.conv``), y = channel group, colour = dilation (discrete; an asymmetric ``[dh, dw]`` gets

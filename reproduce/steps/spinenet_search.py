@@ -294,6 +294,12 @@ def found_specs(result: dict) -> dict:
                                                "finished")}}
 
 
+def _same_blocks(spec_doc: dict, order: str) -> bool:
+    """Is a stored result (``specs.json`` / ``found/<order>.json``) a table of ``order``'s current block order?
+    A result searched for an earlier definition of the order is searched again, never adopted."""
+    return not any("block order" in p for p in search_space_problems(spec_doc["specs"], order))
+
+
 def connection_search_step(step: dict, *, cfg: dict, seed: int, out: Path, log=print) -> tuple[dict, dict]:
     """The recorded search step; see the module docstring. ``seed`` is the run's (the search has its own)."""
     settings = resolve_settings(step, cfg)
@@ -301,7 +307,8 @@ def connection_search_step(step: dict, *, cfg: dict, seed: int, out: Path, log=p
     out = Path(out)
     rec_path, specs_path = out / "record.json", out / "specs.json"
     rec = read_record(rec_path)
-    skipped = bool(rec and rec.get("status") == "completed" and rec.get("settings") == canon and specs_path.is_file())
+    skipped = bool(rec and rec.get("status") == "completed" and rec.get("settings") == canon and specs_path.is_file()
+                   and _same_blocks(json.loads(specs_path.read_text()), settings["order"]))
     if not skipped:
         reuse = settings.get("reuse")
         found_path = Path(reuse.format(order=settings["order"])) if reuse else None
@@ -311,7 +318,7 @@ def connection_search_step(step: dict, *, cfg: dict, seed: int, out: Path, log=p
         # the attempt's whole time goes to total_time_s; wall_time_s is the search's own (or, reused, the original's)
         with RecordedRun(rec_path, time_key="total_time_s", log=log) as run:
             record = run.begin({"kind": "spinenet_connection_search", "order": settings["order"], "settings": canon})
-            if found is not None and found.get("search") == canon:
+            if found is not None and found.get("search") == canon and _same_blocks(found, settings["order"]):
                 log(f"spinenet_connection_search[{settings['order']}]: reusing {found_path}")
                 spec_doc = dict(found, reused_from=str(found_path))
                 record.update(reused_from=str(found_path), **found["result"])

@@ -31,7 +31,7 @@ class LCNetRSAFPN(nn.Module):
     """LCNet trunk + RSAFPN neck + per-level 1x1 projection to ``out_channels`` (+ optional P6/P7)."""
 
     def __init__(self, widths, out_channels: int, *, ratio=1, rsam=True, min_level: int = 3, max_level: int = 5,
-                 lccu_reduction: int = 2, lccu_dilations=(1, 2), divisor: int = 1):
+                 lccu_reduction: int = 2, lccu_dilations=(1, 2), divisor: int = 1, fpn_groups=None):
         super().__init__()
         if not (FIRST_LEVEL <= min_level <= TOP_LEVEL and min_level <= max_level <= TOP_LEVEL + MAX_EXTRA):
             raise ValueError(f"lcnet_rsafpn gives levels {FIRST_LEVEL}..{TOP_LEVEL + MAX_EXTRA} "
@@ -40,7 +40,8 @@ class LCNetRSAFPN(nn.Module):
         # The neck fuses only the levels asked for (min_level..P5); DETECTION_STAGES are P3, P4, P5.
         self.stage_ids = [DETECTION_STAGES[level - FIRST_LEVEL] for level in range(min_level, TOP_LEVEL + 1)]
         stage_channels = [self.trunk.plan[i].out for i in self.stage_ids]
-        self.neck = RSAFPN(stage_channels, rsam=rsam, lccu_reduction=lccu_reduction, lccu_dilations=lccu_dilations)
+        self.neck = RSAFPN(stage_channels, rsam=rsam, lccu_reduction=lccu_reduction, lccu_dilations=lccu_dilations,
+                           fpn_groups=fpn_groups)
         self.fusion = fusion_mode(rsam)
         self.min_level, self.max_level = min_level, max_level
         self.proj = nn.ModuleDict({
@@ -74,8 +75,11 @@ class LCNetRSAFPN(nn.Module):
 @register_backbone("lcnet_rsafpn")
 def lcnet_rsafpn(min_level: int = 3, max_level: int = 5, *, preset: str = "voc", widths=None, out_channels=None,
                  width_mult: float = 1.0, ratio=1, rsam=True, lccu_reduction: int = 2, lccu_dilations=(1, 2),
-                 divisor: int = 1) -> LCNetRSAFPN:
-    """RSANet backbone: LCNet + RSAFPN (RSAM fusion), P3-P5; ``ratio`` 1:1/1:2/1:6/1:12 CCMs, ``rsam`` on/off."""
+                 divisor: int = 1, fpn_groups=None) -> LCNetRSAFPN:
+    """RSANet backbone: LCNet + RSAFPN (RSAM fusion), P3-P5; ``ratio`` 1:1/1:2/1:6/1:12 CCMs, ``rsam`` on/off;
+    ``fpn_groups`` (plain FPN fusion only): groups of each step's 3x3 smoothing conv, fine -> coarse
+    (``rsafpn.SIZE_MATCHED_FPN_GROUPS`` matches RSAM's size)."""
     stage_widths, neck_width = resolve_widths(preset, widths, out_channels, width_mult)
     return LCNetRSAFPN(stage_widths, neck_width, ratio=ratio, rsam=rsam, min_level=min_level, max_level=max_level,
-                       lccu_reduction=lccu_reduction, lccu_dilations=lccu_dilations, divisor=divisor)
+                       lccu_reduction=lccu_reduction, lccu_dilations=lccu_dilations, divisor=divisor,
+                       fpn_groups=fpn_groups)

@@ -1,6 +1,6 @@
 """LCNet, the RSANet backbone (Zhou et al., Mobile Networks and Applications 2021, section 3.2, Fig. 1a / 2d / 2e).
 
-Facts and their provenance (tags of ../../../shared/reference/rsanet.md):
+Facts and their provenance (tags and sources in ``docs/provenance/rsanet.md``):
 
 - Five stages, VGG-like plain layout; stage 1 opens with a 3x3 standard conv of stride 2, stages 2-5
   with a DSM; CCMs per stage 1, 1, 2, 6, 3; the last three stages feed detection [review 001].
@@ -44,7 +44,7 @@ STAGES: tuple[tuple[str, int, int], ...] = (
 # Stages read by RSAFPN (strides 8, 16, 32) [review 001].
 DETECTION_STAGES = (2, 3, 4)
 # Pointwise in:out ratios of the CCM sweep: ShuffleNet V2 Table 1's [3rd], used for RSANet's
-# ablation whose own ratios are not stated [hypothesis, reference section 5.1].
+# ablation whose own ratios are not stated [hypothesis, docs/provenance/rsanet.md section 5.1].
 VALID_RATIOS = (1, 2, 6, 12)
 FLOP_TOLERANCE = 0.02
 # How far a stage's realised c2 / c1 may sit from the nominal r (integer widths) [hypothesis].

@@ -1,6 +1,6 @@
 """Numbers and choices of the RSANet models: the paper's targets, the width presets, the training
-recipe and every documented design choice, with provenance tags as in
-../../../shared/reference/rsanet.md (paper, review 001, 3rd, derived, hypothesis)."""
+recipe and every documented design choice, with provenance tags (paper, review 001, 3rd, derived,
+hypothesis) whose sources are in ``docs/provenance/rsanet.md``."""
 from __future__ import annotations
 
 # Targets [paper: abstract]: parameters and FLOPs (multiply-adds) of the full detector.
@@ -58,10 +58,10 @@ DESIGN_CHOICES = {
                  "after depthwise convs"), "hypothesis"),
     "ccm_residual_act": ("activation after the CCM residual add", "ReLU (ResNet basic block)", "hypothesis"),
     "dsm_merge": ("DSM branch merge", ("concatenate DW and max-pool branches (2C), then 1x1 conv to the stage "
-                  "width"), "hypothesis (reference section 3.4)"),
+                  "width"), "hypothesis (docs/provenance/rsanet.md section 3.4)"),
     "dsm_pool": ("DSM max-pool", "3x3, stride 2, padding 1", "hypothesis"),
     "rsam_steps": ("RSAM steps", ("two top-down steps 32->16->8, each reading the previous output; stride-32 map "
-                   "passed through"), "hypothesis (reference section 3.5)"),
+                   "passed through"), "hypothesis (docs/provenance/rsanet.md section 3.5)"),
     "rsam_reduce": ("RSAM pointwise reduction", "1x1 conv + BN + ReLU to the low-level width", "hypothesis"),
     "upsample": ("upsampling mode", "nearest, to the low-level size", "hypothesis"),
     "lccu": ("LCCU reduction and depthwise convs", ("1x1 reduce 2C -> 2C / 2, two sequential DW 3x3 with "
@@ -69,8 +69,9 @@ DESIGN_CHOICES = {
     "cam_input": ("CAM input", "the raw high-level map; 1x1 conv with bias, no BN", "hypothesis"),
     "rsam_residual": ("RSAM residual", "out = low + CAM(high) * LCCU(concat)", "hypothesis"),
     "rsam_off": ("RSAFPN without RSAM", ("rsam=False: plain FPN fusion (reduce, upsample, add, 3x3 conv + BN + "
-                 "ReLU) at the same widths; rsam='lccu': concat + LCCU without CAM and residual (reference "
-                 "section 5.2 reading)"), "hypothesis"),
+                 "ReLU) at the same widths; with fpn_groups (4, 2) its 3x3 convs are grouped so that its params / "
+                 "FLOPs match RSAM's within ~2%; rsam='lccu': concat + LCCU without CAM and residual (a third "
+                 "party's reading, docs/provenance/rsanet.md section 5.2)"), "hypothesis"),
     "head": ("detection head", ("torchvision RetinaNet machinery (focal loss, L1 box loss, 0.5/0.4 matching) with "
              "a light shared head: depthwise-separable towers + 1x1 predictors on P3-P5"), "hypothesis"),
     "head_projection": ("head input", "1x1 conv + BN + ReLU per level from the fused width to out_channels",

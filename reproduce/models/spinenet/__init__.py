@@ -2,8 +2,8 @@
 
 Registered backbones (``reproduce.models.create_backbone(name, **kw)``), one per entry of
 ``architectures.ARCHITECTURES``: ``spinenet49s``, ``spinenet49``, ``spinenet96``, ``spinenet143``,
-``spinenet190``, ``r0_sp53`` (3rd, unverified), ``r0_sp53_hourglass`` / ``r0_sp53_fish``
-(hypothesis orders, Table 8), ``r0_sp53_no_short`` / ``r0_sp53_no_long`` / ``r0_sp53_sequential``
+``spinenet190``, ``r0_sp53`` (3rd, unverified), ``r0_sp53_hourglass_t8`` / ``r0_sp53_fish_t8``
+(Table 8 orders, recalled: hypothesis), ``r0_sp53_no_short`` / ``r0_sp53_no_long`` / ``r0_sp53_sequential``
 (Table 9). Builder kwargs: ``min_level``, ``max_level``, ``activation`` ("relu" | "swish"),
 ``drop_connect_rate``, ``filter_size_scale``, ``resample_alpha``, ``endpoints_num_filters``,
 ``block_repeats`` (None keeps the SCALING_MAP value), ``norm`` ("bn" | "syncbn" | "frozen_bn" | "gn" |
@@ -13,7 +13,7 @@ architecture's metadata).
 ``specs`` (a spec table, or the path of a JSON file written by the connection search,
 ``reproduce.steps.spinenet_search``) replaces the connections of a named architecture: the block
 order (levels, block types, output flags) must stay the architecture's, e.g. searched connections for
-``r0_sp53_hourglass`` / ``r0_sp53_fish`` (paper Table 8). ``spinenet_custom`` takes any table
+``r0_sp53_hourglass_t8`` / ``r0_sp53_fish_t8`` (paper Table 8). ``spinenet_custom`` takes any table
 (``specs=``, required) and a ``scaling`` id.
 Registered detector: ``retinanet_spinenet`` (``head.spinenet_retinanet``). The connection search space
 of a fixed block order (paper Table 8) is ``search_space``.

@@ -1,6 +1,6 @@
 """SpineNet building blocks: bottleneck / residual blocks, block groups, cross-scale resampling.
 
-Sources (tags: **paper**, **code** = the authors' official code, **3rd** = third party):
+Sources (tags as in ``docs/provenance/README.md``):
 
 - Blocks [**code**: tensorflow/tpu ``modeling/architecture/nn_blocks.py``; paper section 3.2]:
   bottleneck = 1x1 (f) BN act, 3x3 (f) BN act, 1x1 (4f) BN, drop-connect, + shortcut, act;

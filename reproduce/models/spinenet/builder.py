@@ -21,7 +21,7 @@ points to; paper sections 3.1-3.4, Fig. 4):
   conv init as tensorflow/tpu (see ``blocks.py``).
 
 Every module is created up front, and only for features that reach an endpoint (``topology.py``),
-so parameter counts equal the official code's: SpineNet-49 backbone 21.83 M (reference section 4,
+so parameter counts equal the official code's: SpineNet-49 backbone 21.83 M (docs/provenance/spinenet.md section 4,
 **derived**; checked in ``tests/test_spinenet.py``).
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ Pure drawing: the graph comes from ``topology.resolve``, the same resolution the
 ``draw_model_graph(name, out_path)`` draws one registered architecture (used by
 ``reproduce show NAME --graph``). ``python -m reproduce.models.spinenet.graph [OUT_DIR]`` writes
 ``reports/figures/spinenet_graph_<name>.png`` for SpineNet-49, R0-SP53 (3rd, unverified), the
-Hourglass and Fish orders (hypothesis) and the three connection-damaged graphs (Table 9).
+Table 8 Hourglass and Fish orders (recalled: hypothesis) and the three connection-damaged graphs (Table 9).
 """
 from __future__ import annotations
 
@@ -21,11 +21,8 @@ from .topology import resolve
 FIGURES = {  # figure name -> architecture name in ARCHITECTURES, or (name, spec table with other connections)
     "spinenet49": "spinenet49",
     "r0_sp53": "r0_sp53",
-    "hourglass": "r0_sp53_hourglass",
-    "fish": "r0_sp53_fish",
-    # the fixed orders with the connections found by the suite's search (spinenet_scale_permutation rows)
-    "hourglass_searched": ("r0_sp53_hourglass", "reproduce/models/spinenet/found/hourglass.json"),
-    "fish_searched": ("r0_sp53_fish", "reproduce/models/spinenet/found/fish.json"),
+    "hourglass": "r0_sp53_hourglass_t8",
+    "fish": "r0_sp53_fish_t8",
     "no_short": "r0_sp53_no_short",
     "no_long": "r0_sp53_no_long",
     "sequential": "r0_sp53_sequential",

@@ -20,7 +20,7 @@ from .specs import NUM_STEM_BLOCKS, as_table
 from .topology import resolve
 from .transforms import CANDIDATE_WINDOW, with_connections
 
-ORDERS = {"hourglass": "r0_sp53_hourglass", "fish": "r0_sp53_fish"}  # order -> architecture (its block order)
+ORDERS = {"hourglass": "r0_sp53_hourglass_t8", "fish": "r0_sp53_fish_t8"}  # order -> architecture (its block order)
 FOUND_DIR = Path(__file__).resolve().parent / "found"  # committed search results, one spec file per order
 
 

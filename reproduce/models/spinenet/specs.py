@@ -6,7 +6,7 @@ bottleneck block groups are features 0 and 1, spec ``i`` appends feature ``i + 2
 A block may also have a single parent, ``(p,)``: the connection-damaged tables of the paper's
 Table 9 ablation need that (see ``transforms.py``).
 
-Provenance (tags as in ``shared/reference/README.md``):
+Provenance (tags as in ``docs/provenance/README.md``):
 
 - ``FILTER_SIZE_MAP``, ``SPINENET_BLOCK_SPECS``, ``SCALING_MAP``: **code**, tensorflow/tpu
   ``models/official/detection/modeling/architecture/spinenet.py`` (identical specs in
@@ -136,7 +136,7 @@ def load_specs(src) -> tuple[list[tuple], dict]:
     """A spec table and its metadata from ``src``: a table (list of specs), a dict ``{"specs": [...],
     ...metadata}``, or the path of a JSON file holding either. Relative paths that do not exist from
     the working directory are looked up from the repository root (committed tables such as
-    ``reproduce/models/spinenet/found/hourglass.json``)."""
+    ``reproduce/models/spinenet/found/<order>.json``)."""
     import json
     from pathlib import Path
 

@@ -6,7 +6,7 @@ instead of tensors, so that the PyTorch builder can create every module up front
 - Features 0 and 1 are the stem's level-2 bottleneck groups (feature 1 is computed from feature 0);
   spec ``i`` appends feature ``i + 2``.
 - Each parent's out-degree goes up when the block reads it, **before** the output-block step
-  (reference section 3.5/3.6, **code**).
+  (docs/provenance/spinenet.md sections 3.5 / 3.6, **code**).
 - Zero-outdegree merge (paper section 3.3, paraphrased: an intermediate block without an outgoing
   edge connects to the output block of its own level, as in NAS-FPN): while an **output** block is built, every earlier
   feature whose out-degree is still 0 and whose spatial size and width both equal the target's input

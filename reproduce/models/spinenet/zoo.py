@@ -5,11 +5,11 @@ the table (and the block-graph figures of ``graph.py``). Everything is built on 
 SpineNet-190 at 1280 px costs nothing. FLOPs are multiply-adds (``reproduce.measure.detector_macs``:
 backbone + RetinaNet head, as the papers count them).
 
-Paper values and their provenance (shared/reference/spinenet.md sections 4, 5.6, 6.1, 6.2):
+Paper values and their provenance (docs/provenance/spinenet.md sections 4, 5.6, 6.1, 6.2):
 SpineNet rows are paper values as quoted by the PyTorch ports (**paper via 3rd**), equal to the
 official MODEL_ZOO where it has them (**code**); R0-SP53's 95.2 B is the Fig. 4 caption (**paper via
 3rd**) and its spec table is a third-party reading (**3rd, unverified**); the Hourglass / Fish orders
-and the damaged graphs are **hypothesis** readings with no published size.
+(recalled) and the damaged graphs are **hypothesis** readings with no published size.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ PAPER_ROWS = [
     ("spinenet190", 1280, 163.6, 1885.0, "paper via 3rd = MODEL_ZOO (code)", ()),
     ("r0_sp53", 640, None, 95.2, "FLOPs: paper Fig. 4 caption via 3rd; params not published; spec 3rd, unverified",
      ("r0",)),
-    ("r0_sp53_hourglass", 640, None, None, "not published (paper Table 8 sizes not available)", ("r0", "hyp")),
-    ("r0_sp53_fish", 640, None, None, "not published (paper Table 8 sizes not available)", ("r0", "hyp")),
+    ("r0_sp53_hourglass_t8", 640, None, None, "not published (paper Table 8 sizes not available)", ("r0", "hyp")),
+    ("r0_sp53_fish_t8", 640, None, None, "not published (paper Table 8 sizes not available)", ("r0", "hyp")),
     ("r0_sp53_no_short", 640, None, None, "not published (paper Table 9)", ("r0", "dmg")),
     ("r0_sp53_no_long", 640, None, None, "not published (paper Table 9)", ("r0", "dmg")),
     ("r0_sp53_sequential", 640, None, None, "not published (paper Table 9)", ("r0", "dmg")),
@@ -44,13 +44,14 @@ PAPER_ROWS = [
 FOOTNOTES = {
     "49s": "SpineNet-49S does not reproduce the paper's 12.0 M / 33.8 B: the official SCALING_MAP "
            "(filter scale 0.65, 128 endpoint and head filters) gives about 11.26 M / 30.8 G when followed "
-           "exactly (shared/reference/spinenet.md section 4, derived); the PyTorch ports report 11.15 M / "
+           "exactly (docs/provenance/spinenet.md section 4, derived); the PyTorch ports report 11.15 M / "
            "30.04 B. No explanation is known; nothing here is tuned to close the gap.",
     "r0": "R0-SP53 spec table: third-party reading of paper Fig. 4c (hyperion-ml/hyperion), **3rd, unverified**; "
           "scaled as SpineNet-49 (alpha 0.5, FILTER_SIZE_MAP widths, 1 repeat) with the SpineNet-49 head "
           "(hypothesis).",
-    "hyp": "Hourglass / Fish: R0-SP53's blocks in a fixed encoder-decoder order (**hypothesis**, paper Table 8 "
-           "orders not available) with rule connections (**hypothesis**; the paper searched them).",
+    "hyp": "Hourglass / Fish: R0-SP53's blocks in the paper's Table 8 block orders as recalled (order: "
+           "**hypothesis**, not verified against the paper text) with rule connections (**hypothesis**; the paper "
+           "searched them).",
     "dmg": "Damaged graphs (paper Table 9): one parent per block, short = closer parent, long = farther parent "
            "(**hypothesis** reading); no zero-outdegree merge; blocks that reach no endpoint are not built.",
 }

@@ -1,0 +1,114 @@
+"""Tables from records (issue 16 items 7, 11, 12): stale records, sizes of rows without a run, FPS relative
+to a reference row, links, numeric summary CSV, tidy per-run CSV, AP-vs-FLOPs figure."""
+import csv
+import io
+
+import pytest
+
+from reproduce.config import resolve_run_config
+from reproduce.records import record_path, write_record
+from reproduce.tables import summarize, write_ablation_tables
+
+SPEC = {
+    "title": "table outputs",
+    "paper": "test",
+    "seeds": 2,
+    "common": {"model": {"backbone": "resnet18_fpn", "detector": "retinanet"},
+               "data": {"image_size": 64, "train_images": 8, "val_images": 4, "batch_size": 4},
+               "trainer": {"max_epochs": 1}},
+    "variants": {
+        "a": {"label": "A"},
+        "b": {"label": "B", "model": {"anchor_size": 3.0}},
+        "c": {"label": "C, never run"},
+        "d": {"label": "D, redefined since its run"},
+    },
+    "table": {"metrics": ["AP", "AP50"], "primary": "AP", "fps_relative_to": {"b": "a"},
+              "claims": [{"better": "b", "worse": "a"}]},
+}
+
+
+def _record(abl, variant, seed, ap, fps, macs, cfg=None):
+    cfg = cfg or resolve_run_config(abl, variant, "smoke")
+    return {"ablation": "t_out", "variant": variant, "seed": seed, "scale": "smoke", "status": "completed",
+            "config": cfg, "requested_config": cfg, "metrics": {"AP": ap, "AP50": ap * 2},
+            "params": 1_000_000, "macs": macs, "macs_input_size": 64, "speed": {"fps": fps, "threads": 1},
+            "curve": [{"epoch": 1, "AP": ap}], "wall_time_s": 120.0, "git": {"commit": "c" * 40, "dirty": False}}
+
+
+@pytest.fixture()
+def tables(install_ablation, runs_root):
+    import copy
+
+    cfg_dir = install_ablation("t_out", SPEC)
+    abl = {**SPEC, "name": "t_out"}
+    for seed, (ap_a, ap_b) in enumerate([(0.20, 0.30), (0.22, 0.34)]):
+        write_record(record_path("t_out", "a", seed, runs_root), _record(abl, "a", seed, ap_a, 10.0, 200_000_000))
+        write_record(record_path("t_out", "b", seed, runs_root), _record(abl, "b", seed, ap_b, 9.2, 300_000_000))
+    old = copy.deepcopy(resolve_run_config(abl, "d", "smoke"))
+    old["trainer"]["max_epochs"] = 7  # the variant's config has changed since this run
+    write_record(record_path("t_out", "d", 0, runs_root), _record(abl, "d", 0, 0.9, 50.0, 100_000_000, cfg=old))
+    paths = write_ablation_tables("t_out", runs_root=runs_root, reports=cfg_dir.parent / "reports")
+    return {p.name: p for p in paths}, runs_root
+
+
+def test_stale_records_are_left_out_and_counted(tables):
+    paths, runs_root = tables
+    md = paths["t_out.md"].read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| D, redefined"))
+    assert "| not run |" in row and "1 stale (config changed)" in row and "90.0" not in row
+    assert "1 record(s) of an earlier config left out (changed: trainer.max_epochs)" in md
+    rows = list(csv.DictReader(io.StringIO(paths["t_out_runs.csv"].read_text())))
+    d = [r for r in rows if r["variant"] == "d"]
+    assert len(d) == 1 and d[0]["config_current"] == "False" and float(d[0]["AP"]) == pytest.approx(90.0)
+
+
+def test_rows_without_a_run_get_params_and_flops_from_the_module(tables, install_ablation):
+    from reproduce.dry_run import build_detector
+    from reproduce.measure import count_params, detector_macs
+
+    s = summarize("t_out", "smoke", tables[1])
+    c = next(r for r in s["rows"] if r["variant"] == "c")
+    det, _ = build_detector(resolve_run_config({**SPEC, "name": "t_out"}, "c", "smoke"), device="meta")
+    assert c["n"] == 0 and c["size_from"] == "module" and c["params"] > 1e6
+    assert c["params"] == count_params(det) and c["macs"] == detector_macs(det, 64)
+    md = tables[0]["t_out.md"].read_text()
+    assert "counted from the module their config builds now" in md
+
+
+def test_fps_relative_links_and_summary_csv(tables):
+    paths, _ = tables
+    md = paths["t_out.md"].read_text()
+    b = next(ln for ln in md.splitlines() if ln.startswith("| B |"))
+    assert "| 9.2 (-8%) |" in b  # 9.2 FPS against A's 10.0 at the reference row
+    assert "[config](../configs/ablations/t_out.yaml#L" in b and "[records](../runs/t_out/b/)" in b
+    c = next(ln for ln in md.splitlines() if ln.startswith("| C, never run |"))
+    assert "[records]" not in c  # no records to link
+    rows = list(csv.DictReader(io.StringIO(paths["t_out.csv"].read_text())))
+    a = next(r for r in rows if r["variant"] == "a")
+    assert float(a["AP_mean"]) == pytest.approx(21.0) and float(a["AP_std"]) == pytest.approx(1.41421, rel=1e-4)
+    assert a["AP_n"] == "2" and int(a["params"]) == 1_000_000 and a["records"] == "runs/t_out/a/"
+    assert a["config"].startswith("configs/ablations/t_out.yaml#L")
+
+
+def test_tidy_runs_csv_has_one_row_per_record(tables):
+    rows = list(csv.DictReader(io.StringIO(tables[0]["t_out_runs.csv"].read_text())))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("a", "0"), ("a", "1"), ("b", "0"), ("b", "1"), ("d", "0")]
+    r = rows[2]
+    assert (r["ablation"], r["scale"], r["status"]) == ("t_out", "smoke", "completed")
+    assert float(r["AP"]) == pytest.approx(30.0) and float(r["AP50"]) == pytest.approx(60.0)
+    assert int(r["flops_macs"]) == 300_000_000 and float(r["run_min"]) == pytest.approx(2.0)
+    assert r["commit"] == "c" * 40 and r["record"] == "runs/t_out/b/seed0/record.json"
+
+
+def test_ap_vs_flops_figure_when_rows_differ_in_flops(tables, install_ablation, runs_root):
+    paths, _ = tables
+    assert "t_out_smoke_ap_vs_flops.png" in paths
+    assert "![AP vs FLOPs](figures/t_out_smoke_ap_vs_flops.png)" in paths["t_out.md"].read_text()
+    same = dict(SPEC, variants={"a": {"label": "A"}, "b": {"label": "B"}})
+    cfg_dir = install_ablation("t_same", same)
+    abl = {**same, "name": "t_same"}
+    for v in ("a", "b"):
+        rec = dict(_record(abl, v, 0, 0.2, 10.0, 200_000_000), ablation="t_same")
+        write_record(record_path("t_same", v, 0, runs_root), rec)
+    written = write_ablation_tables("t_same", runs_root=runs_root, reports=cfg_dir.parent / "reports")
+    assert not any(p.name.endswith("_ap_vs_flops.png") for p in written)  # equal FLOPs: no such figure
