@@ -176,6 +176,10 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
             # a resumed run: wall time its earlier attempts spent up to the checkpoint (tables add it)
             record["earlier_attempts_s"] = None if curve.earlier_s is None else round(curve.earlier_s, 2)
             record["epochs"] = trainer.current_epoch
+            if dm.has_heldout:  # the proxy's second val set, from another seed: does the val AP generalise?
+                res = trainer.test(module, datamodule=dm, verbose=False)[0]
+                record["heldout_metrics"] = {k.split("/", 1)[1]: float(v) for k, v in res.items()
+                                             if k.startswith("test/")}
             if writer:
                 record.update(_measure(module, cfg))
                 clear_hpc_checkpoints(out)
