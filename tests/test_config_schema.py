@@ -128,7 +128,7 @@ def test_builder_kwargs_are_followed_into_torchvision():
 def test_section_tables_import():
     from reproduce.schema import PREPARATION, SECTIONS, section_table, sections
 
-    for sec in [*SECTIONS, "trainer", *(s for s, _ in PREPARATION.values())]:
+    for sec in [*SECTIONS, "trainer", *PREPARATION.values()]:
         assert section_table(sec), sec
     assert {"max_epochs", "precision", "channels_last"} <= set(section_table("trainer"))
     assert "logger" not in section_table("trainer")  # set by the suite

@@ -41,7 +41,7 @@ def test_detection_set_statistics(tmp_path):
 def test_occlusion_shrinks_visible_area(tmp_path):
     ann = json.loads(synth_detection(tmp_path, "val", images=40, size=128, seed=2, max_rotation=0).read_text())
     fill = [a["area"] / (a["bbox"][2] * a["bbox"][3]) for a in ann["annotations"]]
-    assert min(fill) < 0.3  # some objects are partly hidden or thin shapes
+    assert min(fill) < 0.4  # some objects are partly hidden or thin shapes (a ring, a cross)
     assert max(fill) > 0.9  # some are solid squares
 
 
