@@ -4,7 +4,7 @@ Both detectors of the paper's main comparison that the suite builds (RetinaNet, 
 pretrained ResNet: the *_original rows train the network as is, the *_nats rows train the network whose
 3x3 convs got per-channel-group dilations from the `nats_search` preparation step
 (reproduce/steps/nats_search.py), from the same pretrained weights with the same schedule. No paper
-number is available (../shared/reference/nats.md section 4). Variants, schedule, facts and claims:
+number is available (docs/provenance/nats.md section 4). Variants, schedule, facts and claims:
 configs/ablations/nats_transformation.yaml. Output: runs/nats_transformation/ (records),
 runs/_prepare/nats_search/ (search records, arch.json), reports/nats_transformation.md (table);
 draw a searched arch with `python -m reproduce.models.nats_figure ARCH.json OUT.png`.

@@ -2,7 +2,7 @@
 
 The paper trains searched detection backbones from scratch with GroupNorm + Weight Standardization and
 reports (review 002) that this ends close to BatchNorm + ImageNet pretraining; the ablation's numbers
-are not available (../shared/reference/smnas.md section 6). Variants, schedule, paper facts and claims:
+are not available (docs/provenance/smnas.md section 6). Variants, schedule, paper facts and claims:
 configs/ablations/smnas_gnws_vs_pretraining.yaml. Output: runs/smnas_gnws_vs_pretraining/ (records),
 reports/smnas_gnws_vs_pretraining.md (table) and reports/figures/smnas_gnws_vs_pretraining_<scale>_curves.png.
 

@@ -13,7 +13,7 @@ that carries over between machines is each ratio's speed relative to 1:1.
 Part 2 (``--lcnet``) times RSANet's LCNet backbone (and the dense RSANet path: LCNet + RSAFPN +
 head, no resize / NMS) at 416x416 for each CCM ratio at constant multiply-adds
 (:func:`reproduce.models.rsanet.lcnet.stage_plan`), batch 1, on the CPU. RSANet's own ratio table is
-not available [reference section 6.3].
+not available [docs/provenance/rsanet.md section 6.3].
 
 Latency is the median over ``--rounds`` interleaved rounds of ``reproduce.measure.measure_latency``
 medians (interleaving spreads the load of a shared machine over all ratios); the fastest single run
@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 from reproduce.measure import MACS_NOTE, count_macs, measure_latency  # noqa: E402
 
 SOURCE = "3rd: ShuffleNet V2 (Ma et al., ECCV 2018, arXiv 1807.11164), Table 1, x1 FLOPs level"
-# ratio -> (c1, c2) and the paper's speed [3rd: ShuffleNet V2 Table 1, via shared/reference/rsanet.md 5.1]
+# ratio -> (c1, c2) and the paper's speed [3rd: ShuffleNet V2 Table 1, via docs/provenance/rsanet.md 5.1]
 SETTINGS = {
     "arm": {"batch": 1, "unit": "images/s", "hardware": "Qualcomm Snapdragon 810, single thread, Neon",
             "rows": {1: ((32, 32), 76.2), 2: ((22, 44), 72.9), 6: ((13, 78), 69.1), 12: ((9, 108), 57.6)}},
@@ -207,7 +207,7 @@ def render(g1: dict, lcnet: list[dict] | None, args, command: str) -> str:
                          f"{r['paper_rel']:.2f} |")
         lines += ["", "Median: " + _verdict([r["rel"] for r in rows], rows[-1]["paper_rel"]),
                   "Min: " + _verdict([r["rel_min"] for r in rows], rows[-1]["paper_rel"]), ""]
-    lines += ["† " + SOURCE + " (third-party source, quoted in shared/reference/rsanet.md section 5.1). The "
+    lines += ["† " + SOURCE + " (third-party source, quoted in docs/provenance/rsanet.md section 5.1). The "
               "paper's widths keep c1 x c2 only approximately constant (1:12 is 5% below 1:1), hence the MACs "
               "column.", ""]
     if lcnet:
@@ -217,7 +217,7 @@ def render(g1: dict, lcnet: list[dict] | None, args, command: str) -> str:
             ("Widths: `voc` preset stage widths (hypothesis, fitted to the paper's params / FLOPs); at 1:r the "
             "CCM stream / inner widths (c1, c2) per stage are solved to keep each stage's multiply-adds "
             "(`reproduce.models.rsanet.lcnet.stage_plan`, hypothesis). RSANet's own ratio table is not "
-            "available (reference section 6.3): no paper column."),
+            "available (docs/provenance/rsanet.md section 6.3): no paper column."),
             "",
             ("| ratio | (c1, c2) per stage 1-5 | LCNet MACs (B) | LCNet ms | LCNet FPS | rel. to 1:1 | "
              "rel. (min) | RSANet dense MACs (B) | RSANet ms | RSANet FPS | rel. to 1:1 | rel. (min) |"),

@@ -1,7 +1,7 @@
 """``ClassificationModule``: a detector trunk pretrained as a classifier (SM-NAS / NATS "pretrained").
 
 SM-NAS (Yao et al., AAAI 2020) compares GN+WS backbones trained from scratch with BatchNorm backbones
-initialised from ImageNet (**paper** abstract; **review 002**; reference smnas.md sections 2 and 6).
+initialised from ImageNet (**paper** abstract; **review 002**; docs/provenance/smnas.md sections 2 and 6).
 At ``cpu`` scale the suite pretrains the trunk itself, on its synthetic classification set; that
 recorded step is :mod:`reproduce.steps.pretrain`, and this is its model.
 

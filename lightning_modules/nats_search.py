@@ -1,7 +1,7 @@
 """NATS search model: alternating first-order updates of detector weights and per-group dilation weights.
 
 The search stage of Peng et al., "Efficient Neural Architecture Transformation Search in Channel-Level
-for Object Detection" (NeurIPS 2019; reference nats.md): the search **starts from the pretrained
+for Object Detection" (NeurIPS 2019; docs/provenance/nats.md): the search **starts from the pretrained
 network and reuses its weights**, is **gradient-based** and searches at **channel level** (**paper**,
 abstract); what is searched is the **dilation** of the convolutions (**3rd**, NeurIPS Reviewer 1), one
 dilation per channel group (**derived**, Fig. 1c). The search space and the relaxation are
@@ -9,7 +9,7 @@ dilation per channel group (**derived**, Fig. 1c). The search space and the rela
 that runs this module, derives the arch and hands it to the detection run is
 :mod:`reproduce.steps.nats_search`.
 
-The paper's search schedule is not available (reference section 4); this suite's choices
+The paper's search schedule is not available (docs/provenance/nats.md section 4); this suite's choices
 (**hypothesis**):
 
 - first-order DARTS alternation per training step (Liu et al., ICLR 2019, section 2.3, **3rd**): an

@@ -2,7 +2,7 @@
 
 SM-NAS (Yao et al., AAAI 2020) compares detection backbones trained from scratch with GroupNorm +
 Weight Standardization against BatchNorm backbones initialised from ImageNet (**review 002**;
-../shared/reference/smnas.md section 6). ImageNet cannot be used at ``cpu`` scale, so "pretrained"
+docs/provenance/smnas.md section 6). ImageNet cannot be used at ``cpu`` scale, so "pretrained"
 there means pretrained by :class:`lightning_modules.classification.ClassificationModule` on this set
 (DESIGN.md, "Pretrained weights"); at ``paper`` scale a local ImageNet checkpoint is used instead.
 

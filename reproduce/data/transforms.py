@@ -2,7 +2,7 @@
 
 Train: horizontal flip and scale jitter (resize by a random factor in ``scale_jitter`` around
 ``image_size``, then a random crop / zero pad back to a square ``image_size``), the SpineNet /
-EfficientDet recipe (SpineNet protocol B: jitter [0.5, 2.0]; reference spinenet.md section 7).
+EfficientDet recipe (SpineNet protocol B: jitter [0.5, 2.0]; docs/provenance/spinenet.md section 7).
 Boxes that leave the crop are dropped by ``SanitizeBoundingBoxes``. Training boxes are always
 clamped to the image (COCO boxes may cross the border by a pixel of rounding; the readers keep them
 raw because pycocotools scores the raw box). Val / test: no augmentation and no clamping; the

@@ -10,7 +10,7 @@ with the caller's list of valid ones. GroupNorm has one group rule, :func:`gn_gr
 
 SM-NAS (Yao et al., AAAI 2020) trains its searched backbones from scratch with GroupNorm + Weight
 Standardization (**paper** abstract: fast training from scratch; **3rd** liner.com summary and
-**review 002**: GN + WS; reference smnas.md sections 2, 4, 6.1).
+**review 002**: GN + WS; docs/provenance/smnas.md sections 2, 4, 6.1).
 
 - :class:`WSConv2d` is ``nn.Conv2d`` whose forward standardizes the kernel per output channel:
   ``W_hat = (W - mean) / (std + eps)`` over the fan-in (``C_in/groups * kh * kw``), unbiased std,

@@ -4,7 +4,7 @@ Pattern after timm's ``create_model`` / ``list_models``: builders register thems
 decorator; ``create_backbone`` / ``create_detector`` look them up. An unknown name raises
 :class:`UnknownNameError`, which lists the valid names and the closest match.
 
-The backbone contract (torchvision detection's, reference conventions.md section 1; written once
+The backbone contract (torchvision detection's, docs/provenance/conventions.md section 1; written once
 here as :class:`Backbone` and checked by :func:`contract_problems` on every backbone a detector is
 built on): a module with an integer ``out_channels`` whose forward returns ``OrderedDict[str, Tensor]``
 keyed ``"p{level}"`` for levels ``min_level..max_level``, every map ``out_channels`` wide at stride

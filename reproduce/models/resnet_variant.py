@@ -1,7 +1,7 @@
 """SM-NAS ResNet variants: a ResNet built from an architecture string, with BN, GN or GN + WS.
 
 Reproduces the modular-level backbone search space of SM-NAS (Yao et al., AAAI 2020, section
-"Modular-level search"; reference smnas.md section 4):
+"Modular-level search"; docs/provenance/smnas.md section 4):
 
 - **Encoding** ``<block>_<base channel>_<stages>``, e.g. ``basicblock_64_1-21-21-12``
   (**review 002** for ``64 1-21-21-12``; **code** huawei-noah/vega ``resnet_variant_det.py`` and

@@ -1,6 +1,6 @@
 """The ``nats_search`` preparation step: search the per-group dilations, then train the derived network.
 
-NATS (Peng et al., NeurIPS 2019; reference nats.md): after the search, the network is **retrained from
+NATS (Peng et al., NeurIPS 2019; docs/provenance/nats.md): after the search, the network is **retrained from
 the same pretrained weights** with the derived dilations (**paper**, abstract: the ImageNet weights
 serve in search and again for retraining). This step runs the search
 (:class:`lightning_modules.nats_search.NATSSearchModule`) as a recorded run

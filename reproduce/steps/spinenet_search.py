@@ -2,7 +2,7 @@
 
 Paper Table 8 compares the learned scale permutation with the hand-fixed Hourglass and Fish orders,
 whose "cross-scale connections are searched in the same way as for R0-SP53" (**paper**, Table 8 text;
-reference spinenet.md sections 5.3 and 8.1). The search space is
+docs/provenance/spinenet.md sections 5.3 and 8.1). The search space is
 :mod:`reproduce.models.spinenet.search_space`. The paper's reward: AP on 7,392 images held out from
 COCO train2017; proxy model: SpineNet-49 with feature dimensions x 0.25, alpha 0.25, head dimension 64,
 trained 5 epochs at 512 px; controller: an RNN trained with reinforcement learning, ~13k architectures
