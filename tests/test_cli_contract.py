@@ -108,11 +108,11 @@ def test_paths_resolve_against_the_project(tmp_path, monkeypatch):
 
 
 def test_synthetic_data_goes_to_the_project_not_the_cwd(tmp_path, monkeypatch):
-    import reproduce.config as config
+    import reproduce.paths as paths
     from reproduce.data.synth import cached_dataset
 
     fake_root = tmp_path / "project"
-    monkeypatch.setattr(config, "ROOT", fake_root)
+    monkeypatch.setattr(paths, "ROOT", fake_root)
     monkeypatch.chdir(tmp_path)
     out = cached_dataset("data/synthetic", "t", {"a": 1}, lambda d: (d / "x").write_text("1"))
     assert out.parent == fake_root / "data" / "synthetic" and not (tmp_path / "data").exists()

@@ -27,10 +27,10 @@ def run_cfg(norm="bn", **pretrain):
 
 @pytest.fixture()
 def in_tmp(tmp_path, monkeypatch):
-    import reproduce.config as config
+    import reproduce.paths as paths
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(config, "ROOT", tmp_path)  # the generated data/ goes to the temp folder
+    monkeypatch.setattr(paths, "ROOT", tmp_path)  # the generated data/ goes to the temp folder
     return tmp_path
 
 
