@@ -1,13 +1,18 @@
-"""Run records -> paper-style tables (``reports/<ablation>.md``, ``.csv``, ``.tex``) and figures.
+"""Run records -> paper-style tables (``reports/<ablation>.md``, ``.csv``, ``.tex``), per-run CSVs and figures.
 
 Only records are read: no number is typed. Per ablation and scale, one row per variant: our mean
 +/- std over the completed seeds (n shown), the paper's number with its provenance marker, the
-other COCO metrics, params and FLOPs (multiply-adds) counted from the module, measured speed, and
-the run status ("not run" for a variant without records, "failed" with the reason for failed runs).
-Below the table: footnotes for every provenance tag used, the scale-down against the paper, and a
-verdict per claimed ordering (did the paper's ordering reproduce, and is the gap larger than the
-seed spread). Learning curves (val AP per epoch, mean and min/max band over seeds) go to
-``reports/figures/<ablation>_curves.png``; ``reports/README.md`` indexes everything.
+other COCO metrics, params and FLOPs (multiply-adds) counted from the module (from the records, or
+for a row without a run from the module its config builds), measured speed (optionally relative to a
+reference row, ``table.fps_relative_to``), the run status ("not run" for a variant without records,
+"failed" with the reason for failed runs, "stale" records of an earlier network left out) and links
+to the row's config entry and records. Below the table: footnotes for every provenance tag used, the
+scale-down against the paper, and a verdict per claim (an ordering, or "close" within a tolerance
+either way, against the seed spread). Files: ``<ablation>.csv`` (the cells, then numeric mean / std / n
+per metric), ``<ablation>_runs.csv`` (one tidy row per run record), learning curves
+``figures/<ablation>_<scale>_curves.png`` and, when rows differ in FLOPs, AP against FLOPs
+``figures/<ablation>_<scale>_ap_vs_flops.png`` (SpineNet Figure 4 style); ``reports/README.md``
+indexes everything.
 """
 from __future__ import annotations
 
