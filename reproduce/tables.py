@@ -1,13 +1,18 @@
-"""Run records -> paper-style tables (``reports/<ablation>.md``, ``.csv``, ``.tex``) and figures.
+"""Run records -> paper-style tables (``reports/<ablation>.md``, ``.csv``, ``.tex``), per-run CSVs and figures.
 
 Only records are read: no number is typed. Per ablation and scale, one row per variant: our mean
 +/- std over the completed seeds (n shown), the paper's number with its provenance marker, the
-other COCO metrics, params and FLOPs (multiply-adds) counted from the module, measured speed, and
-the run status ("not run" for a variant without records, "failed" with the reason for failed runs).
-Below the table: footnotes for every provenance tag used, the scale-down against the paper, and a
-verdict per claimed ordering (did the paper's ordering reproduce, and is the gap larger than the
-seed spread). Learning curves (val AP per epoch, mean and min/max band over seeds) go to
-``reports/figures/<ablation>_curves.png``; ``reports/README.md`` indexes everything.
+other COCO metrics, params and FLOPs (multiply-adds) counted from the module (from the records, or
+for a row without a run from the module its config builds), measured speed (optionally relative to a
+reference row, ``table.fps_relative_to``), the run status ("not run" for a variant without records,
+"failed" with the reason for failed runs, "stale" records of an earlier network left out) and links
+to the row's config entry and records. Below the table: footnotes for every provenance tag used, the
+scale-down against the paper, and a verdict per claim (an ordering, or "close" within a tolerance
+either way, against the seed spread). Files: ``<ablation>.csv`` (the cells, then numeric mean / std / n
+per metric), ``<ablation>_runs.csv`` (one tidy row per run record), learning curves
+``figures/<ablation>_<scale>_curves.png`` and, when rows differ in FLOPs, AP against FLOPs
+``figures/<ablation>_<scale>_ap_vs_flops.png`` (SpineNet Figure 4 style); ``reports/README.md``
+indexes everything.
 """
 from __future__ import annotations
 
@@ -91,13 +96,23 @@ def current_configs(abl: dict, scale: str) -> dict[str, dict | None]:
     return out
 
 
-def split_stale(records: list[dict], cfg: dict | None) -> tuple[list[dict], list[dict]]:
-    """``(current, stale)``: a stale record was made with another config than the variant's config now
-    (``records.config_changes``: a row redefined, a scale recalibrated); its numbers describe another
-    run, so tables leave it out and say so, as the runner refuses to skip it."""
+STALE_SECTIONS = ("model.",)  # config keys that define a row's network: a change there redefines the row
+
+
+def model_changes(record: dict, cfg: dict | None) -> list[str]:
+    """The keys of the row's network (``model.*``) that differ between ``record``'s config and ``cfg``."""
     if cfg is None:
-        return records, []
-    stale = [r for r in records if config_changes(r, cfg)]
+        return []
+    return [k for k in config_changes(record, cfg) if k.startswith(STALE_SECTIONS)]
+
+
+def split_stale(records: list[dict], cfg: dict | None) -> tuple[list[dict], list[dict]]:
+    """``(current, stale)``: a stale record was made with another network than the variant's config defines
+    now (``model.*`` keys differ: the row was redefined, e.g. a new block order); its numbers describe
+    another row, so tables leave it out and say so. Other differences (a ``--set`` of data or schedule, a
+    recalibrated scale file) keep the record: the table shows the store's runs, and ``reproduce run``
+    refuses to skip a record whose config changed."""
+    stale = [r for r in records if model_changes(r, cfg)]
     return [r for r in records if not any(r is x for x in stale)], stale
 
 
@@ -122,7 +137,7 @@ def module_size(cfg: dict | None) -> tuple[int | None, int | None, str | None]:
 
 def summarize(ablation: str, scale: str, runs_root=None) -> dict:
     """Aggregate the records of one ablation at one scale: per variant, metric lists and statuses.
-    Records of an earlier config of a variant (stale) are left out and counted; a row without a run
+    Records of an earlier network of a variant (stale) are left out and counted; a row without a run
     gets its params / FLOPs from the module its config builds."""
     abl = load_ablation(ablation)
     cfgs = current_configs(abl, scale)
@@ -157,7 +172,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
                 vals = [r["metrics"][m] for r in done if r.get("metrics", {}).get(m, -1) >= 0]
             row["metrics"][m] = (*_mean_std(vals), len(vals))
         row["stale"] = len(stale)
-        row["stale_keys"] = sorted({k for r in stale for k in config_changes(r, cfgs[v])})
+        row["stale_keys"] = sorted({k for r in stale for k in model_changes(r, cfgs[v])})
         row["done_records"] = done
         src = done[0] if done else (vr[0] if vr else {})
         row["params"] = src.get("params")
@@ -284,7 +299,7 @@ def _status(row: dict, total_seeds: int) -> str:
         parts.append(f"{n} record{'s' if n > 1 else ''} unreadable")
     parts = parts or ["not run"]
     if row.get("stale"):  # records of an earlier config, left out
-        parts.append(f"{row['stale']} stale (config changed)")
+        parts.append(f"{row['stale']} stale (model changed)")
     return ", ".join(parts)
 
 
@@ -411,7 +426,7 @@ def _row_notes(summary: dict) -> list[str]:
     for r in summary["rows"]:
         if r.get("stale"):
             keys = ", ".join(r["stale_keys"][:4]) + (" ..." if len(r["stale_keys"]) > 4 else "")
-            notes.append(f"{r['label']}: {r['stale']} record(s) of an earlier config left out (changed: {keys}); "
+            notes.append(f"{r['label']}: {r['stale']} record(s) of an earlier model left out (changed: {keys}); "
                          "the row is filled again when re-run")
         if r.get("size_note"):
             notes.append(f"{r['label']}: params / FLOPs not counted: {r['size_note']}")

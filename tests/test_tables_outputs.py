@@ -21,6 +21,7 @@ SPEC = {
         "b": {"label": "B", "model": {"anchor_size": 3.0}},
         "c": {"label": "C, never run"},
         "d": {"label": "D, redefined since its run"},
+        "e": {"label": "E, run with a --set"},
     },
     "table": {"metrics": ["AP", "AP50"], "primary": "AP", "fps_relative_to": {"b": "a"},
               "claims": [{"better": "b", "worse": "a"}]},
@@ -45,7 +46,10 @@ def tables(install_ablation, runs_root):
         write_record(record_path("t_out", "a", seed, runs_root), _record(abl, "a", seed, ap_a, 10.0, 200_000_000))
         write_record(record_path("t_out", "b", seed, runs_root), _record(abl, "b", seed, ap_b, 9.2, 300_000_000))
     old = copy.deepcopy(resolve_run_config(abl, "d", "smoke"))
-    old["trainer"]["max_epochs"] = 7  # the variant's config has changed since this run
+    old["model"]["backbone"] = "resnet34_fpn"  # the variant's network has changed since this run
+    tweaked = copy.deepcopy(resolve_run_config(abl, "e", "smoke"))
+    tweaked["trainer"]["max_epochs"] = 7  # a run made with a --set of the schedule: still the row's network
+    write_record(record_path("t_out", "e", 0, runs_root), _record(abl, "e", 0, 0.1, 9.0, 200_000_000, cfg=tweaked))
     write_record(record_path("t_out", "d", 0, runs_root), _record(abl, "d", 0, 0.9, 50.0, 100_000_000, cfg=old))
     paths = write_ablation_tables("t_out", runs_root=runs_root, reports=cfg_dir.parent / "reports")
     return {p.name: p for p in paths}, runs_root
@@ -55,8 +59,10 @@ def test_stale_records_are_left_out_and_counted(tables):
     paths, runs_root = tables
     md = paths["t_out.md"].read_text()
     row = next(ln for ln in md.splitlines() if ln.startswith("| D, redefined"))
-    assert "| not run |" in row and "1 stale (config changed)" in row and "90.0" not in row
-    assert "1 record(s) of an earlier config left out (changed: trainer.max_epochs)" in md
+    assert "| not run |" in row and "1 stale (model changed)" in row and "90.0" not in row
+    assert "1 record(s) of an earlier model left out (changed: model.backbone)" in md
+    e = next(ln for ln in md.splitlines() if ln.startswith("| E, run with"))
+    assert "| 10.0 (n=1) |" in e and "stale" not in e  # another schedule (a --set) is not another row
     rows = list(csv.DictReader(io.StringIO(paths["t_out_runs.csv"].read_text())))
     d = [r for r in rows if r["variant"] == "d"]
     assert len(d) == 1 and d[0]["config_current"] == "False" and float(d[0]["AP"]) == pytest.approx(90.0)
@@ -92,7 +98,8 @@ def test_fps_relative_links_and_summary_csv(tables):
 
 def test_tidy_runs_csv_has_one_row_per_record(tables):
     rows = list(csv.DictReader(io.StringIO(tables[0]["t_out_runs.csv"].read_text())))
-    assert [(r["variant"], r["seed"]) for r in rows] == [("a", "0"), ("a", "1"), ("b", "0"), ("b", "1"), ("d", "0")]
+    assert [(r["variant"], r["seed"]) for r in rows] == [("a", "0"), ("a", "1"), ("b", "0"), ("b", "1"), ("d", "0"),
+                                                         ("e", "0")]
     r = rows[2]
     assert (r["ablation"], r["scale"], r["status"]) == ("t_out", "smoke", "completed")
     assert float(r["AP"]) == pytest.approx(30.0) and float(r["AP50"]) == pytest.approx(60.0)
