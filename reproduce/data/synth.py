@@ -42,7 +42,6 @@ from PIL import Image, ImageDraw
 # the 10 classes: shapes that stay distinct at 12-16 px (a hexagon, once the 8th class, was a circle
 # there: mask IoU 0.83 at one pose; every pair is below 0.8 now, tests/test_synth.py)
 CATEGORIES = ["circle", "square", "triangle", "diamond", "star", "cross", "ring", "semicircle", "ellipse", "arrow"]
-SMALL, LARGE = 32, 96  # COCO area thresholds are SMALL^2 and LARGE^2
 GENERATOR_VERSION = 2  # bump on any change to what a seed generates: it is part of every cache key
 SIDE_TIERS = ((0.0, 1 / 8), (1 / 8, 3 / 8), (3 / 8, 0.7))  # object side / image side: small, medium, large
 
