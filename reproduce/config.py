@@ -137,7 +137,20 @@ def merge_layers(layers: list[dict | None], sets: list[str] | None = None) -> di
     """Deep-merge config layers, apply ``--set`` overrides, then keep of each :data:`ALTERNATIVES`
     group only the key the latest layer set."""
     cfg = apply_sets(deep_merge(*layers), sets)
-    return _apply_epochs_multiplier(_settle_alternatives(cfg, [*layers, apply_sets({}, sets)]))
+    return _check_val_interval(_apply_epochs_multiplier(_settle_alternatives(cfg, [*layers, apply_sets({}, sets)])))
+
+
+def _check_val_interval(cfg: dict) -> dict:
+    """A run's recorded metrics are its last validation's: ``trainer.check_val_every_n_epoch`` must divide
+    ``trainer.max_epochs`` so that the last epoch is validated."""
+    trainer = cfg.get("trainer") or {}
+    every, epochs = trainer.get("check_val_every_n_epoch"), trainer.get("max_epochs", 1)
+    if not (isinstance(every, int) and isinstance(epochs, int)) or every < 1:  # a wrong type: the schema says so
+        return cfg
+    if epochs % every:
+        raise ValueError(f"trainer.check_val_every_n_epoch={every} does not divide trainer.max_epochs={epochs}: "
+                         f"the last epoch would not be validated and the run's metrics would be an earlier epoch's")
+    return cfg
 
 
 def _apply_epochs_multiplier(cfg: dict) -> dict:

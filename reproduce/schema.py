@@ -370,5 +370,12 @@ def check_ablation_file(ablation: dict) -> None:
         for s in spec.get("scales") or {}:
             if s not in scales:
                 problems.unknown(("variants", v, "scales", s), scales, "scale")
+    refs = (ablation.get("table") or {}).get("reference")
+    for ref in [refs] if isinstance(refs, str) else refs or []:
+        if ref not in ablation["variants"]:
+            close = difflib.get_close_matches(str(ref), list(ablation["variants"]), n=1, cutoff=0.6)
+            problems.add(("table", "reference"), f"{ref!r} is not a variant" +
+                         (f"; did you mean {close[0]!r}?" if close else "") +
+                         f" Valid: {', '.join(ablation['variants'])}")
     if problems.items:
         raise ConfigError(f"{src}: invalid ablation file:\n  " + "\n  ".join(problems.items))

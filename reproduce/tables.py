@@ -234,11 +234,40 @@ def claim_variants(claim: dict) -> tuple[str, str]:
     return claim["better"], claim["worse"]
 
 
+# Below this primary metric of the reference row (AP 0.15) the models are still starting to learn: an
+# ordering there measures how fast a row starts, not the paper's claim.
+WEAK_REGIME_AP = 0.15
+
+
+def regime_line(summary: dict) -> str | None:
+    """The AP regime of the table: its ``table.reference`` row's primary metric (mean over seeds), and
+    whether it is too low for the verdicts to mean much."""
+    table = summary["ablation"].get("table", {})
+    refs, m = reference_variants(summary["ablation"]), table.get("primary", "AP")
+    rows = [r for r in summary["rows"] if r["variant"] in refs and r["n"]]
+    if not rows or m == "FPS":
+        return None
+    cells = ", ".join(f"{r['label']} {r['metrics'][m][0] * 100:.1f} ± {r['metrics'][m][1] * 100:.1f} "
+                      f"(n={r['metrics'][m][2]})" for r in rows)
+    what = "reference row" + ("s" if len(rows) > 1 else "")
+    if min(r["metrics"][m][0] for r in rows) < WEAK_REGIME_AP:
+        return (f"- Regime: {what} at {m} {cells}, below {WEAK_REGIME_AP * 100:.0f}: the models are still starting "
+                f"to learn, so **every verdict below is weak** (it measures how fast a row starts learning, not "
+                f"the paper's claim).")
+    return f"- Regime: {what} at {m} {cells}."
+
+
+def reference_variants(ablation: dict) -> list[str]:
+    """``table.reference``: the row (or rows) the scale is calibrated on, one name or a list."""
+    ref = ablation.get("table", {}).get("reference")
+    return [] if ref is None else [ref] if isinstance(ref, str) else list(ref)
+
+
 def verdicts(summary: dict) -> list[str]:
     """One line per claim in ``table.claims``: ``{better, worse, metric, source}`` or
-    ``{close, to, tolerance, metric, source}``."""
+    ``{close, to, tolerance, metric, source}``; first the AP regime of the reference row (:func:`regime_line`)."""
     rows = {r["variant"]: r for r in summary["rows"]}
-    out = []
+    out = [] if not summary["ablation"].get("table", {}).get("claims") else [x for x in [regime_line(summary)] if x]
     for c in summary["ablation"].get("table", {}).get("claims", []):
         m = c.get("metric", summary["ablation"].get("table", {}).get("primary", "AP"))
         first, second = claim_variants(c)

@@ -119,3 +119,31 @@ def test_ap_vs_flops_figure_when_rows_differ_in_flops(tables, install_ablation, 
         write_record(record_path("t_same", v, 0, runs_root), rec)
     written = write_ablation_tables("t_same", runs_root=runs_root, reports=cfg_dir.parent / "reports")
     assert not any(p.name.endswith("_ap_vs_flops.png") for p in written)  # equal FLOPs: no such figure
+
+
+def _regime_summary(ap_mean: float, n: int = 3, reference="a"):
+    def row(v, mean):
+        return {"variant": v, "label": v.upper(), "n": n, "metrics": {"AP": (mean, 0.01, n)}}
+    return {"ablation": {"table": {"primary": "AP", "reference": reference,
+                                   "claims": [{"better": "a", "worse": "b", "metric": "AP"}]}},
+            "rows": [row("a", ap_mean), row("b", ap_mean - 0.05)]}
+
+
+def test_verdicts_open_with_the_reference_rows_regime():
+    from reproduce.tables import verdicts
+    low = verdicts(_regime_summary(0.08))
+    assert low[0].startswith("- Regime: reference row at AP A 8.0 ± 1.0 (n=3), below 15") and "weak" in low[0]
+    ok = verdicts(_regime_summary(0.42))
+    assert ok[0] == "- Regime: reference row at AP A 42.0 ± 1.0 (n=3)." and len(ok) == 2
+    both = verdicts(_regime_summary(0.42, reference=["a", "b"]))
+    assert both[0].startswith("- Regime: reference rows at AP A 42.0") and "B 37.0" in both[0]
+    assert verdicts(_regime_summary(0.42, n=0, reference="a"))[0].startswith("- a > b")  # no run: no regime line
+
+
+def test_reference_must_name_a_variant():
+    from reproduce.config import load_ablation
+    from reproduce.schema import ConfigError, check_ablation_file
+    abl = load_ablation("rsanet_rsam")
+    abl["table"]["reference"] = "rsam_onn"
+    with pytest.raises(ConfigError, match="'rsam_onn' is not a variant; did you mean 'rsam_on'"):
+        check_ablation_file(abl)
