@@ -5,7 +5,7 @@ Weight Standardization and compares that with BatchNorm backbones initialised fr
 review reports the two end close (**paper** abstract: from-scratch training; **review 002**: the
 GN+WS vs BN+ImageNet ablation; its rows are **not available**; docs/provenance/smnas.md sections 2 and 6).
 At ``cpu`` scale there is no ImageNet, so "pretrained" means pretrained here, on the suite's
-synthetic classification set (20 classes, :mod:`reproduce.data.classification`), as a recorded run
+synthetic classification set (10 shape classes, :mod:`reproduce.data.classification`), as a recorded run
 with its own cost; the model is :class:`lightning_modules.classification.ClassificationModule`. At
 ``paper`` scale a local ImageNet checkpoint is used directly (``weights: PATH``) and nothing is trained.
 
