@@ -89,8 +89,8 @@ def test_loss_and_matching_are_builder_keys(detector):
 
 
 def test_bad_loss_settings_are_clear_errors():
-    with pytest.raises(ValueError, match="valid: l1, huber"):
-        create_detector("retinanet", backbone="resnet18_fpn", num_classes=3, box_loss="giou")
+    with pytest.raises(ValueError, match="valid: l1, huber, giou"):
+        create_detector("retinanet", backbone="resnet18_fpn", num_classes=3, box_loss="iou")
     with pytest.raises(ValueError, match="bg_iou_thresh <= fg_iou_thresh"):
         create_detector("retinanet", backbone="resnet18_fpn", num_classes=3, bg_iou_thresh=0.6)
 
@@ -120,3 +120,20 @@ def test_official_loss_trains_one_step():
     total = sum(losses.values())
     total.backward()
     assert math.isfinite(float(total.detach())) and set(losses) == {"classification", "bbox_regression"}
+
+
+def test_giou_box_loss_is_torchvisions_giou_regression_loss():
+    from torchvision.ops import generalized_box_iou_loss
+    ours, ref = _heads(RetinaNetLoss(box_loss="giou", box_loss_weight=2.0))
+    ref.regression_head._loss_type = "giou"
+    args = _head_inputs()
+    a, b = ours.compute_loss(*args), ref.compute_loss(*args)
+    assert torch.allclose(a["classification"], b["classification"])
+    assert torch.allclose(a["bbox_regression"], 2.0 * b["bbox_regression"])
+    # by hand for one image: GIoU loss of the decoded boxes of the positives, / positives
+    targets, outputs, anchors, matched = args
+    fg = torch.where(matched[0] >= 0)[0]
+    pred = ours.regression_head.box_coder.decode_single(outputs["bbox_regression"][0][fg], anchors[0][fg])
+    one = generalized_box_iou_loss(pred, targets[0]["boxes"][matched[0][fg]], reduction="sum") / max(1, fg.numel())
+    assert one > 0
+    assert torch.allclose(ours._box_loss(targets[:1], outputs["bbox_regression"][:1], anchors[:1], matched[:1]), one)

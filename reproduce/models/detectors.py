@@ -74,14 +74,16 @@ def retinanet_anchors(strides: list[int], anchor_size: float = 4.0, scales_per_o
     return AnchorGenerator(sizes, (tuple(aspect_ratios),) * len(strides))
 
 
-BOX_LOSSES = ("l1", "huber")
+BOX_LOSSES = ("l1", "huber", "giou")
 
 
 @dataclass(frozen=True)
 class RetinaNetLoss:
     """RetinaNet loss settings. ``box_loss``: ``"l1"`` = torchvision's (L1 on the encoded box deltas,
     summed, divided by the image's positives); ``"huber"`` = the TPU ``RetinanetBoxLoss`` (Huber with
-    ``huber_delta``, summed, divided by 4 x the positives). The box term is multiplied by
+    ``huber_delta``, summed, divided by 4 x the positives); ``"giou"`` = torchvision's generalized-IoU loss
+    on the decoded boxes (``RetinaNetRegressionHead`` with ``_loss_type="giou"``: summed, divided by the
+    image's positives; Rezatofighi et al. 2019; the loss FCOS uses). The box term is multiplied by
     ``box_loss_weight`` (TPU ``box_loss_weight``). Both terms are averaged over the images of the batch,
     as torchvision does (the TPU code divides by the positives of the whole batch, + 1)."""
 
@@ -137,8 +139,9 @@ class RetinaNetLossHead(RetinaNetHead):
         return sum(losses) / len(targets)
 
     def _box_loss(self, targets, bbox_regression, anchors, matched_idxs):
-        """L1 as torchvision, or the TPU Huber loss (delta ``huber_delta``, / (4 x positives))."""
-        if self.loss.box_loss == "l1":
+        """L1 or GIoU as torchvision, or the TPU Huber loss (delta ``huber_delta``, / (4 x positives))."""
+        if self.loss.box_loss in ("l1", "giou"):  # torchvision's regression loss, of that type
+            self.regression_head._loss_type = self.loss.box_loss
             return self.regression_head.compute_loss(targets, {"bbox_regression": bbox_regression}, anchors,
                                                      matched_idxs)
         coder = self.regression_head.box_coder
@@ -164,7 +167,7 @@ def retinanet(backbone="resnet50_fpn", num_classes: int = 10, *, backbone_kwargs
     """RetinaNet (torchvision) on P3-P7 of any registered backbone.
 
     Loss keys (:class:`RetinaNetLoss`; defaults torchvision's): ``focal_alpha``, ``focal_gamma``,
-    ``box_loss`` ("l1" | "huber"), ``huber_delta``, ``box_loss_weight``. Matching: anchors with IoU >=
+    ``box_loss`` ("l1" | "huber" | "giou"), ``huber_delta``, ``box_loss_weight``. Matching: anchors with IoU >=
     ``fg_iou_thresh`` are positive, < ``bg_iou_thresh`` negative, the band between ignored (torchvision
     ``Matcher`` with low-quality matches kept: each box's best anchors are positive);
     ``fg_iou_thresh == bg_iou_thresh`` leaves no ignore band (the SpineNet TPU code: 0.5 / 0.5)."""
