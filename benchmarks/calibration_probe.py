@@ -39,8 +39,15 @@ from reproduce.models import create_detector  # noqa: E402
 from reproduce.train_speed import environment  # noqa: E402
 
 
-def evaluate(model, batches) -> dict:
+def evaluate(model, batches, batch_bn: bool = False) -> dict:
+    """COCO metrics of ``model`` on ``batches``. ``batch_bn``: BatchNorm layers normalise with each eval
+    batch's own statistics (running statistics untouched): the AP against the model's own tells whether
+    the running statistics, rather than the weights, hold a model back (small batches, 1 x 1 maps)."""
     model.eval()
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if batch_bn else []
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.momentum, m.training = 0.0, True
     met, agn = make_map_metric(), make_map_metric()
     with torch.no_grad():
         for imgs, tg in batches:
@@ -49,6 +56,8 @@ def evaluate(model, batches) -> dict:
             met.update(preds, targets)
             agn.update([{**p, "labels": torch.zeros_like(p["labels"])} for p in preds],
                        [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets])
+    for m, (momentum, training) in zip(bns, saved):
+        m.momentum, m.training = momentum, training
     r, a = met.compute(), agn.compute()
     out = {k: round(float(r[m]), 4) for k, m in (("AP", "map"), ("AP50", "map_50"), ("APs", "map_small"),
                                                    ("APm", "map_medium"), ("APl", "map_large"))}
@@ -80,6 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout", action="store_true", help="evaluate on the held-out val set (heldout_images)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bn-check", action="store_true",
+                    help="also evaluate with BatchNorm on each eval batch's statistics ('AP (batch BN)')")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed)
@@ -144,6 +155,8 @@ def main(argv=None) -> int:
         if step % args.every == 0 or step == args.steps:
             row = {"step": step, "images seen": step * data["batch_size"], "train s": round(train_s, 1),
                    **{f"loss {k}": round(v.item(), 3) for k, v in losses.items()}, **evaluate(model, eval_set)}
+            if args.bn_check:
+                row["AP (batch BN)"] = evaluate(model, eval_set, batch_bn=True)["AP"]
             rows.append(row)
             print(json.dumps(row), flush=True)
             write(rows, done=step == args.steps)

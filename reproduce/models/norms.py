@@ -91,9 +91,10 @@ def gn_groups(channels: int, max_groups: int = GN_MAX_GROUPS) -> int:
     return max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0)
 
 
-def group_norm(channels: int, max_groups: int = GN_MAX_GROUPS, eps: float = 1e-5) -> nn.GroupNorm:
-    """``nn.GroupNorm(gn_groups(channels, max_groups), channels, eps=eps)``."""
-    return nn.GroupNorm(gn_groups(channels, max_groups), channels, eps=eps)
+def group_norm(channels: int, max_groups: int = GN_MAX_GROUPS, eps: float = 1e-5, **factory) -> nn.GroupNorm:
+    """``nn.GroupNorm(gn_groups(channels, max_groups), channels, eps=eps)``; ``factory``: ``device`` / ``dtype``
+    (timm passes them to its norm layers)."""
+    return nn.GroupNorm(gn_groups(channels, max_groups), channels, eps=eps, **factory)
 
 
 def get_norm_layer(norm: str | NormFactory | None, *, valid: Sequence[str] = NORMS, momentum: float | None = None,

@@ -10,6 +10,8 @@ hub. The neck is ``torchvision.ops.FeaturePyramidNetwork`` (Lin et al., CVPR 201
 lateral 1x1 + top-down nearest upsampling + 3x3 output convs at ``out_channels``. Levels above P5
 come from torchvision's extra blocks: ``LastLevelP6P7`` on P5 for RetinaNet / FCOS (max_level 7,
 torchvision's RetinaNet v1 recipe) and ``LastLevelMaxPool`` for Faster R-CNN (max_level 6).
+``norm`` ("bn" | "gn") sets the trunk's norm layer through the suite's resolver (GroupNorm with at most
+32 groups that divide the channels, as every GN in the suite); default: timm's BatchNorm.
 """
 from __future__ import annotations
 
@@ -72,7 +74,10 @@ def timm_trunk(name: str, *, weights: str | None = None, out_indices=(1, 2, 3, 4
 
 def _make(arch: str):
     def build(min_level: int = 3, max_level: int = 7, out_channels: int = 256, weights: str | None = None,
-              fpn_norm: str | None = None, zero_init_last: bool = False, **timm_kwargs) -> TimmFPN:
+              fpn_norm: str | None = None, zero_init_last: bool = False, norm: str | None = None,
+              **timm_kwargs) -> TimmFPN:
+        if norm is not None:  # the trunk's norm layer by the suite's resolver ("bn" = timm's own default)
+            timm_kwargs["norm_layer"] = get_norm_layer(norm, valid=("bn", "gn"), what="ResNet trunk norm")
         trunk = timm_trunk(arch, weights=weights, zero_init_last=zero_init_last, **timm_kwargs)
         return TimmFPN(trunk, min_level=min_level, max_level=max_level, out_channels=out_channels, norm=fpn_norm)
 
