@@ -20,7 +20,9 @@ Standardization (**paper** abstract: fast training from scratch; **3rd** liner.c
 - GroupNorm uses 32 groups (**3rd**: mmdetection / Detectron GN configs; the SM-NAS group count is
   not confirmed). **hypothesis:** a layer whose channel count is not a multiple of 32 (e.g. base
   channel 56 or 72 from the SM-NAS search space, or a 32-channel stem) gets the largest divisor of
-  ``C`` that is <= 32 (56 -> 28, 72 -> 24, 48 -> 24), so every width in the search space is valid.
+  ``C`` that is <= 32 (56 -> 28, 72 -> 24, 48 -> 24), so every width in the search space is valid, with
+  at least 2 channels per group (16 -> 8): a group of one channel is InstanceNorm, which on a 1 x 1 map
+  (SpineNet's L7 at 128 px, widths x0.25) outputs only its bias and fails at batch 1.
 """
 from __future__ import annotations
 
@@ -85,10 +87,12 @@ def effective_weight(conv: nn.Conv2d) -> torch.Tensor:
 
 def gn_groups(channels: int, max_groups: int = GN_MAX_GROUPS) -> int:
     """GroupNorm group count: ``max_groups`` when it divides ``channels``, else the largest divisor of
-    ``channels`` that is <= ``max_groups`` (**hypothesis**, see module docstring)."""
+    ``channels`` that is <= ``max_groups``, leaving at least 2 channels per group when ``channels`` >= 2
+    (**hypothesis**, see module docstring)."""
     if channels < 1 or max_groups < 1:
         raise ValueError(f"channels ({channels}) and max_groups ({max_groups}) must be positive")
-    return max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0)
+    return max(g for g in range(1, min(channels, max_groups) + 1)
+               if channels % g == 0 and (channels // g >= 2 or g == 1))
 
 
 def group_norm(channels: int, max_groups: int = GN_MAX_GROUPS, eps: float = 1e-5, **factory) -> nn.GroupNorm:
