@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import deep_merge
-from .records import RUNS_DIR, needs_run, read_record_or_none, record_path
+from .records import RUNS_DIR, config_changes, needs_run, read_record_or_none, record_path
 
 # Every ``launcher:`` key of a run config (name -> type), checked at load time by reproduce/schema.py
 LAUNCHER_KEYS = {
@@ -191,7 +191,10 @@ def run_parallel(specs: list, jobs: int, run: Callable, runs_root: str | Path | 
 
     def one(spec):
         rec = read_record_or_none(record_path(spec.ablation, spec.variant, spec.seed, runs_root))
-        if not needs_run(rec):  # another process took it meanwhile
+        # another process took it meanwhile; a completed record of another config is one the caller chose to
+        # replace (run_ablation(rerun_changed=True)): it runs
+        replace = rec is not None and rec.get("status") == "completed" and config_changes(rec, spec.config)
+        if not needs_run(rec) and not replace:
             return rec
         return run(spec, env)
 

@@ -136,6 +136,23 @@ def test_local_jobs_run_at_once_and_skip_taken_runs(launch_configs, runs_root):
     assert all(e is not None for e in envs)
 
 
+def test_local_jobs_replace_a_completed_run_of_another_config(launch_configs, runs_root):
+    """run_ablation(rerun_changed=True) hands run_parallel the completed runs whose config changed: they run
+    (they used to be returned as they were, their old records counted as done)."""
+    spec = expand("l_abl", "smoke", seeds=1, variants=["good"])[0]
+    path = record_path("l_abl", "good", 0, runs_root)
+    write_record(path, {"status": "completed", "variant": "good", "seed": 0,
+                        "requested_config": {**spec.config, "optimizer": {"lr": 123.0}}})
+    ran = []
+    recs = run_parallel([spec], 2, lambda s, env: ran.append(s.variant) or {"status": "completed", "new": True},
+                        runs_root)
+    assert ran == ["good"] and recs == [{"status": "completed", "new": True}]
+    write_record(path, {"status": "completed", "variant": "good", "seed": 0, "requested_config": spec.config})
+    ran.clear()
+    assert run_parallel([spec], 2, lambda s, env: ran.append(s) or {}, runs_root)[0]["status"] == "completed"
+    assert ran == []  # same config: another process finished it meanwhile
+
+
 def test_local_jobs_defer_runs_waiting_on_a_step_another_run_prepares(runs_root):
     """Two runs that share a pretraining step are not started side by side while other runs are left:
     the second would only block on the step's lock (reproduce.steps.step_lock) and idle its core."""
