@@ -151,6 +151,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         recs += cur
         stale_recs += old
     metrics = abl.get("table", {}).get("metrics", ["AP", "AP50", "AP75", "APs", "APm", "APl"])
+    primary = abl.get("table", {}).get("primary", "AP")
     side = session_of(recs)  # one side-by-side speed measurement of every completed run, if any
     rows = []
     for v, spec in abl["variants"].items():
@@ -171,6 +172,10 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
             else:
                 vals = [r["metrics"][m] for r in done if r.get("metrics", {}).get(m, -1) >= 0]
             row["metrics"][m] = (*_mean_std(vals), len(vals))
+        # the proxy's second val set (synthetic heldout_images, another seed): does the val AP generalise?
+        held = [r["heldout_metrics"][primary] for r in done
+                if (r.get("heldout_metrics") or {}).get(primary, -1) >= 0]
+        row["heldout"] = (*_mean_std(held), len(held))
         row["stale"] = len(stale)
         row["stale_keys"] = sorted({k for r in stale for k in model_changes(r, cfgs[v])})
         row["done_records"] = done
@@ -247,8 +252,12 @@ def regime_line(summary: dict) -> str | None:
     rows = [r for r in summary["rows"] if r["variant"] in refs and r["n"]]
     if not rows or m == "FPS":
         return None
-    cells = ", ".join(f"{r['label']} {r['metrics'][m][0] * 100:.1f} ± {r['metrics'][m][1] * 100:.1f} "
-                      f"(n={r['metrics'][m][2]})" for r in rows)
+    def cell(r):
+        held = r.get("heldout") or (0.0, 0.0, 0)
+        return (f"{r['label']} {r['metrics'][m][0] * 100:.1f} ± {r['metrics'][m][1] * 100:.1f} (n={r['metrics'][m][2]}"
+                + (f"; held-out val {held[0] * 100:.1f}" if held[2] else "") + ")")
+
+    cells = ", ".join(cell(r) for r in rows)
     what = "reference row" + ("s" if len(rows) > 1 else "")
     if min(r["metrics"][m][0] for r in rows) < WEAK_REGIME_AP:
         return (f"- Regime: {what} at {m} {cells}, below {WEAK_REGIME_AP * 100:.0f}: the models are still starting "
@@ -372,6 +381,9 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
     total = int(abl.get("seeds", 3))
     header = ["Variant", f"{primary} (ours)", f"{primary} (paper)"] + [m for m in metrics if m != primary]
     kinds = sorted({k for r in summary["rows"] for k in r.get("prepare_min", {})})
+    heldout = any(r["heldout"][2] for r in summary["rows"])
+    if heldout:
+        header.append(f"{primary} held-out")
     header += ["Params (M)", "FLOPs (G)", "FPS", "Run (min)"] + [f"{k} cost (min)" for k in kinds] + ["Runs"]
     body, used_tags = [], []
     for r in summary["rows"]:
@@ -392,6 +404,8 @@ def build_rows(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
                 continue
             mm, ss, nn = r["metrics"][m]
             cells.append(f"{mm * 100:.1f}" if nn else "–")
+        if heldout:
+            cells.append(_fmt(*r["heldout"]) if r["heldout"][2] else "–")
         cells += [_num(r["params"], 1e6), _num(r["macs"], 1e9, 3), _fps_cell(r, summary), _wall_cell(r)]
         cells += [_cost_cell(r, k) for k in kinds]
         cells.append(_status(r, total))

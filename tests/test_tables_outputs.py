@@ -147,3 +147,19 @@ def test_reference_must_name_a_variant():
     abl["table"]["reference"] = "rsam_onn"
     with pytest.raises(ConfigError, match="'rsam_onn' is not a variant; did you mean 'rsam_on'"):
         check_ablation_file(abl)
+
+
+def test_heldout_ap_column_and_regime(install_ablation, runs_root):
+    spec = {**SPEC, "table": {**SPEC["table"], "reference": "a"}}
+    install_ablation("t_held", spec)
+    abl = {**spec, "name": "t_held"}
+    for seed, (ap, held) in enumerate([(0.30, 0.29), (0.34, 0.32)]):
+        rec = {**_record(abl, "a", seed, ap, 10.0, 200_000_000), "ablation": "t_held",
+               "heldout_metrics": {"AP": held, "AP50": 2 * held}}
+        write_record(record_path("t_held", "a", seed, runs_root), rec)
+    s = summarize("t_held", "smoke", runs_root)
+    from reproduce.tables import build_rows, regime_line
+    header, body, _ = build_rows(s)
+    col = header.index("AP held-out")
+    assert body[0][col] == "30.5 ± 2.1 (n=2)" and body[1][col] == "–"  # mean ± std of 29 / 32; b has no run
+    assert "A 32.0 ± 2.8 (n=2; held-out val 30.5)" in regime_line(s)
