@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 
 from . import config as _config
-from .config import ROOT, list_ablations, load_ablation, resolve_run_config, resolve_scale
+from .config import ROOT, ablation_scales, list_ablations, load_ablation, resolve_run_config, resolve_scale
 from .records import UNREADABLE, config_changes, load_records, session_of
 
 REPORTS = ROOT / "reports"  # the project's, whatever the cwd (the CLI gives other record stores their own)
@@ -774,9 +774,53 @@ def write_index(reports: Path = REPORTS) -> Path:
     return path
 
 
+def plot_calibration(runs_root, path: Path, scale: str = "cpu") -> Path | None:
+    """The scale's calibration figure: val AP against training step of every ablation's reference rows
+    (``table.reference``; mean over the completed seeds whose whole config is the current one: a record of
+    an earlier data or schedule is left out, band = min / max), one line per ablation and row. The
+    calibration target (AP 30-85) is shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for name in list_ablations():
+        abl = load_ablation(name)
+        refs = reference_variants(abl)
+        if scale not in ablation_scales(abl) or not refs:
+            continue
+        summary, cfgs = summarize(name, scale, runs_root), current_configs(abl, scale)
+        for r in summary["rows"]:
+            current = [rec for rec in r["done_records"] if not config_changes(rec, cfgs.get(r["variant"]) or {})]
+            curves = [[c for c in rec.get("curve") or [] if c.get("step") is not None and c.get("AP") is not None]
+                      for rec in current] if r["variant"] in refs else []
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            steps = [c["step"] for c in curves[0][:n]]
+            vals = np.array([[c[i]["AP"] for i in range(n)] for c in curves]) * 100
+            ax.plot(steps, vals.mean(0), marker=".", label=f"{name}: {r['label']} (n={len(curves)})")
+            if len(curves) > 1:
+                ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.15)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axhspan(30, 85, color="green", alpha=0.06, lw=0)
+    return _finish(fig, ax, path, "training step", "val AP x 100",
+                   f"{scale} scale calibration: reference rows (shaded: AP 30-85 target)")
+
+
 def write_all_tables(names: list[str] | None = None, runs_root=None, reports: Path = REPORTS) -> list[Path]:
     out = []
     for n in names or list_ablations():
         out += write_ablation_tables(n, runs_root, Path(reports))
+    if names is None:
+        fig = plot_calibration(runs_root, Path(reports) / "figures" / "cpu_calibration.png")
+        out += [fig] if fig else []
     out.append(write_index(Path(reports)))
     return out

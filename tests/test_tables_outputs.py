@@ -163,3 +163,22 @@ def test_heldout_ap_column_and_regime(install_ablation, runs_root):
     col = header.index("AP held-out")
     assert body[0][col] == "30.5 ± 2.1 (n=2)" and body[1][col] == "–"  # mean ± std of 29 / 32; b has no run
     assert "A 32.0 ± 2.8 (n=2; held-out val 30.5)" in regime_line(s)
+
+
+def test_calibration_figure_draws_current_reference_records_only(install_ablation, runs_root, tmp_path):
+    import copy
+
+    from reproduce.tables import plot_calibration
+    spec = {**SPEC, "table": {**SPEC["table"], "reference": "a"}}
+    install_ablation("t_cal", spec)
+    abl = {**spec, "name": "t_cal"}
+    old = copy.deepcopy(resolve_run_config(abl, "a", "smoke"))
+    old["trainer"]["max_epochs"] = 9  # an earlier schedule: not the scale's calibration any more
+    rec = {**_record(abl, "a", 0, 0.3, 10.0, 1, cfg=old), "ablation": "t_cal",
+           "curve": [{"epoch": 1, "step": 10, "AP": 0.1}, {"epoch": 2, "step": 20, "AP": 0.3}]}
+    write_record(record_path("t_cal", "a", 0, runs_root), rec)
+    assert plot_calibration(runs_root, tmp_path / "cal.png", scale="smoke") is None
+    cfg = resolve_run_config(abl, "a", "smoke")
+    write_record(record_path("t_cal", "a", 0, runs_root), {**rec, "config": cfg, "requested_config": cfg})
+    out = plot_calibration(runs_root, tmp_path / "cal.png", scale="smoke")
+    assert out == tmp_path / "cal.png" and out.stat().st_size > 1000
