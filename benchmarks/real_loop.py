@@ -90,7 +90,8 @@ def main(argv=None) -> int:
                     help="ablation:variant pairs")
     ap.add_argument("--scale", default="cpu")
     ap.add_argument("--epochs", type=int, default=1, help="epochs of the shortened real run")
-    ap.add_argument("--images", type=int, default=2000, help="stream images per epoch of the shortened real run (the cpu scale: 2000)")
+    ap.add_argument("--images", type=int, default=2000,
+                    help="stream images per epoch of the shortened real run (the cpu scale: 2000)")
     ap.add_argument("--plain-steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads())
     ap.add_argument("--no-save", action="store_true")

@@ -138,7 +138,7 @@ def test_gn_ws_trunk_uses_gn_and_ws_everywhere():
     # 56 and 112 channels -> 28 groups (largest divisor <= 32); 224, 448 -> 32
     assert {(m.num_channels, m.num_groups) for m in norms} == {(56, 28), (112, 28), (224, 32), (448, 32)}
     vega = build_resnet_variant(SMALL, "gn", stem="vega")
-    assert vega.bn1.num_groups == 8 and vega(torch.rand(1, 3, 64, 64))[0].shape[-1] == 16
+    assert vega.bn1.num_groups == 4 and vega(torch.rand(1, 3, 64, 64))[0].shape[-1] == 16
 
 
 def _targets(n):
