@@ -7,6 +7,7 @@ and one after the other at the same thread count:
 1. **plain loop**: the run's detector (built from its resolved config, as ``reproduce run`` builds it),
    the run's optimizer (``lightning_modules.optim``, AdamW at the ``cpu`` scale) and gradient clipping,
    on batches generated once beforehand and kept in memory: forward, backward, step and nothing else;
+   measured before and after the real run (the mean of the two: the plain loop's own drift shows);
 2. **real run**: :func:`reproduce.train.run_one` on the same config with a schedule of ``--epochs``
    epochs of ``--images`` stream images (``--set``-style overrides of ``trainer.max_epochs`` and
    ``data.train_images``), into a temporary runs root: the procedural data stream, Lightning, the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import statistics
 import sys
@@ -93,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=2000,
                     help="stream images per epoch of the shortened real run (the cpu scale: 2000)")
     ap.add_argument("--plain-steps", type=int, default=30)
+    ap.add_argument("--data", default="{}", help="JSON overrides of the data section, e.g. '{\"num_workers\": 0}'")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads())
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -102,12 +105,17 @@ def main(argv=None) -> int:
         ablation, variant = item.split(":")
         spec = expand(ablation, args.scale, seeds=1, variants=[variant])[0]
         cfg = deep_merge(spec.config, {"trainer": {"max_epochs": args.epochs}, "data": {"train_images": args.images}},
-                         {"logger": {"wandb": False}})
-        plain = plain_loop(cfg, args.plain_steps, warmup=3)
+                         {"logger": {"wandb": False}, "data": json.loads(args.data)})
+        before = plain_loop(cfg, args.plain_steps, warmup=3)
         with tempfile.TemporaryDirectory() as tmp:
             real = real_run(spec, cfg, Path(tmp))
-        rows.append({"run": item, "batch": cfg["data"]["batch_size"], "size": cfg["data"]["image_size"],
-                     "plain step (s)": f"{plain['step_s']:.3f}", "plain images/s": f"{plain['images_per_s']:.2f}",
+        after = plain_loop(cfg, args.plain_steps, warmup=3)  # the plain loop's own drift, before vs after
+        step = (before["step_s"] + after["step_s"]) / 2
+        plain = {"step_s": step, "images_per_s": int(cfg["data"]["batch_size"]) / step}
+        rows.append({"run": item, "workers": cfg["data"].get("num_workers", 0), "batch": cfg["data"]["batch_size"],
+                     "size": cfg["data"]["image_size"],
+                     "plain step before / after (s)": f"{before['step_s']:.3f} / {after['step_s']:.3f}",
+                     "plain images/s": f"{plain['images_per_s']:.2f}",
                      "real run": f"{real['train_steps']} steps, {real['wall_s']:.0f} s",
                      "real images/s": f"{real['images_per_s']:.2f}",
                      "real / plain": f"{real['images_per_s'] / plain['images_per_s']:.0%}"})
@@ -115,7 +123,8 @@ def main(argv=None) -> int:
     out = {"title": f"Real run against a plain loop at the `{args.scale}` scale",
            "command": command_line(), "environment": environment(),
            "intro": [f"Plain loop: the run's detector, optimizer and gradient clipping on {args.plain_steps} in-memory "
-                     f"batches of the run's data (median step after 3 warm-up steps). Real run: `reproduce run`'s "
+                     f"batches of the run's data (median step after 3 warm-up steps), measured before and after the "
+                     f"real run (its images/s from the mean of the two). Real run: `reproduce run`'s "
                      f"`run_one` on the same config shortened to {args.epochs} epochs of {args.images} stream images "
                      f"(validation every epoch, checkpoint, held-out evaluation, record, speed measurement included); "
                      f"its images/s = training images / the record's wall time. {args.threads} torch thread(s), "
