@@ -114,9 +114,20 @@ class RetinaNetLossHead(RetinaNetHead):
 
     With torchvision's values it is ``RetinaNetHead.compute_loss`` unchanged; otherwise the focal loss
     takes alpha / gamma and the box loss may be the TPU's Huber loss. Matching (``matched_idxs``) is
-    the detector's ``proposal_matcher`` (torchvision ``Matcher``), as in torchvision."""
+    the detector's ``proposal_matcher`` (torchvision ``Matcher``), as in torchvision. Setting ``loss``
+    also sets the regression head's torchvision loss type (``"l1"`` or ``"giou"``)."""
 
-    loss: RetinaNetLoss = TORCHVISION_LOSS
+    _loss: RetinaNetLoss = TORCHVISION_LOSS
+
+    @property
+    def loss(self) -> RetinaNetLoss:
+        return self._loss
+
+    @loss.setter
+    def loss(self, value: RetinaNetLoss) -> None:
+        self._loss = value
+        if value.box_loss in ("l1", "giou"):  # torchvision's regression loss, of that type
+            self.regression_head._loss_type = value.box_loss
 
     def compute_loss(self, targets, head_outputs, anchors, matched_idxs):
         if self.loss == TORCHVISION_LOSS:
@@ -140,8 +151,7 @@ class RetinaNetLossHead(RetinaNetHead):
 
     def _box_loss(self, targets, bbox_regression, anchors, matched_idxs):
         """L1 or GIoU as torchvision, or the TPU Huber loss (delta ``huber_delta``, / (4 x positives))."""
-        if self.loss.box_loss in ("l1", "giou"):  # torchvision's regression loss, of that type
-            self.regression_head._loss_type = self.loss.box_loss
+        if self.loss.box_loss in ("l1", "giou"):  # torchvision's, its type set with ``loss``
             return self.regression_head.compute_loss(targets, {"bbox_regression": bbox_regression}, anchors,
                                                      matched_idxs)
         coder = self.regression_head.box_coder
