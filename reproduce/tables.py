@@ -252,6 +252,7 @@ def regime_line(summary: dict) -> str | None:
     rows = [r for r in summary["rows"] if r["variant"] in refs and r["n"]]
     if not rows or m == "FPS":
         return None
+
     def cell(r):
         held = r.get("heldout") or (0.0, 0.0, 0)
         return (f"{r['label']} {r['metrics'][m][0] * 100:.1f} ± {r['metrics'][m][1] * 100:.1f} (n={r['metrics'][m][2]}"
@@ -276,7 +277,8 @@ def verdicts(summary: dict) -> list[str]:
     """One line per claim in ``table.claims``: ``{better, worse, metric, source}`` or
     ``{close, to, tolerance, metric, source}``; first the AP regime of the reference row (:func:`regime_line`)."""
     rows = {r["variant"]: r for r in summary["rows"]}
-    out = [] if not summary["ablation"].get("table", {}).get("claims") else [x for x in [regime_line(summary)] if x]
+    regime = regime_line(summary) if summary["ablation"].get("table", {}).get("claims") else None
+    out = [regime] if regime else []
     for c in summary["ablation"].get("table", {}).get("claims", []):
         m = c.get("metric", summary["ablation"].get("table", {}).get("primary", "AP"))
         first, second = claim_variants(c)
@@ -792,18 +794,21 @@ def plot_calibration(runs_root, path: Path, scale: str = "cpu") -> Path | None:
         refs = reference_variants(abl)
         if scale not in ablation_scales(abl) or not refs:
             continue
-        summary, cfgs = summarize(name, scale, runs_root), current_configs(abl, scale)
-        for r in summary["rows"]:
-            current = [rec for rec in r["done_records"] if not config_changes(rec, cfgs.get(r["variant"]) or {})]
-            curves = [[c for c in rec.get("curve") or [] if c.get("step") is not None and c.get("AP") is not None]
-                      for rec in current] if r["variant"] in refs else []
+        recs = load_records(name, runs_root)
+        for variant in refs:
+            cfg = resolve_run_config(abl, variant, scale)
+            current = [r for r in recs if r.get("variant") == variant and r.get("scale") == scale
+                       and r.get("status") == "completed" and not config_changes(r, cfg)]
+            curves = [[c for c in r.get("curve") or [] if c.get("step") is not None and c.get("AP") is not None]
+                      for r in current]
             curves = [c for c in curves if c]
             if not curves:
                 continue
+            label = abl["variants"][variant].get("label", variant)
             n = min(len(c) for c in curves)
             steps = [c["step"] for c in curves[0][:n]]
             vals = np.array([[c[i]["AP"] for i in range(n)] for c in curves]) * 100
-            ax.plot(steps, vals.mean(0), marker=".", label=f"{name}: {r['label']} (n={len(curves)})")
+            ax.plot(steps, vals.mean(0), marker=".", label=f"{name}: {label} (n={len(curves)})")
             if len(curves) > 1:
                 ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.15)
             drawn = True
