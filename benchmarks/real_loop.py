@@ -44,7 +44,7 @@ from reproduce.train_speed import environment  # noqa: E402
 
 def plain_loop(cfg: dict, steps: int, warmup: int) -> dict:
     """Median step time of the run's model and optimizer on in-memory batches of the run's data."""
-    from lightning_modules.optim import param_groups
+    from lightning_modules.optim import build_optimizer, param_groups
     from reproduce.data import DetectionDataModule
     from reproduce.models import create_detector
 
@@ -55,10 +55,7 @@ def plain_loop(cfg: dict, steps: int, warmup: int) -> dict:
     det = create_detector(model_cfg.pop("detector"), model_cfg.pop("backbone", None), num_classes=dm.num_classes,
                           image_size=int(cfg["data"]["image_size"]), **model_cfg).train()
     opt_cfg = cfg["optimizer"]
-    groups = param_groups(det, float(opt_cfg.get("weight_decay", 0.0)))
-    opt = (torch.optim.AdamW(groups, lr=float(opt_cfg["lr"])) if opt_cfg["name"] == "adamw" else
-           torch.optim.Adam(groups, lr=float(opt_cfg["lr"])) if opt_cfg["name"] == "adam" else
-           torch.optim.SGD(groups, lr=float(opt_cfg["lr"]), momentum=float(opt_cfg.get("momentum", 0.9))))
+    opt = build_optimizer(param_groups(det, float(opt_cfg.get("weight_decay", 0.0))), opt_cfg)  # the run's own
     clip = (cfg.get("trainer") or {}).get("gradient_clip_val")
     times = []
     for images, targets in batches:
