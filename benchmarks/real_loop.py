@@ -51,6 +51,9 @@ def plain_loop(cfg: dict, steps: int, warmup: int) -> dict:
     dm = DetectionDataModule(cfg["data"], seed=0)
     dm.setup()
     batches = list(itertools.islice(iter(dm.train_dataloader()), warmup + steps))
+    if len(batches) <= warmup:
+        raise ValueError(f"{len(batches)} training batches for {warmup} warm-up + {steps} timed plain-loop steps: "
+                         f"give --images more images")
     model_cfg = dict(cfg["model"])
     det = create_detector(model_cfg.pop("detector"), model_cfg.pop("backbone", None), num_classes=dm.num_classes,
                           image_size=int(cfg["data"]["image_size"]), **model_cfg).train()
