@@ -84,6 +84,21 @@ def test_tiny_search_is_valid_and_reproducible(tiny_data):
     assert other["candidates"][1]["parents"] != a["candidates"][1]["parents"]
 
 
+def test_proxy_normalises_like_the_rows_it_ranks(tiny_data):
+    """The proxy's ``norm`` / ``head_norm`` reach the candidate (the cpu rows use GroupNorm); a streamed
+    data section still gives the proxy a fixed train split; the data key carries the generator version."""
+    from reproduce.data.synth import GENERATOR_VERSION
+
+    settings = tiny_settings({**tiny_data, "stream": True}, proxy={"image_size": 64, "batch_size": 2,
+                             "train_steps": 1, "holdout_images": 2, "norm": "gn", "head_norm": "gn"})
+    task = S.ProxyTask("hourglass", settings["data"], settings["proxy"])
+    det = task.build(SP.order_table("hourglass"), seed=0)
+    kinds = {type(m).__name__ for m in det.modules()}
+    assert "GroupNorm" in kinds and not any("BatchNorm" in k for k in kinds), kinds
+    assert len(task.train_set) + len(task.holdout_set) == tiny_data["train_images"]
+    assert S.canonical_settings(settings)["data"]["generator_version"] == GENERATOR_VERSION
+
+
 def test_step_records_skips_and_reuses(tiny_data, tmp_path, monkeypatch):
     from reproduce.models import create_backbone
     from reproduce.steps import run_steps, step_dir

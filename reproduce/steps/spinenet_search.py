@@ -61,7 +61,8 @@ from lightning_modules.detection import make_map_metric, metric_targets
 from lightning_modules.optim import build_optimizer, lr_lambda, param_groups
 from reproduce.config import ROOT, deep_merge, load_ablation, resolve_run_config
 from reproduce.data.coco import CocoDetection
-from reproduce.data.datamodule import SYNTH_DEFAULTS, SYNTH_KEYS, collate, synthetic_root
+from reproduce.data.datamodule import collate, synthetic_root, synthetic_spec
+from reproduce.data.synth import GENERATOR_VERSION
 from reproduce.data.transforms import build_transforms
 from reproduce.models import create_detector
 from reproduce.models.spinenet.architectures import ARCHITECTURES
@@ -81,6 +82,8 @@ DEFAULT_PROXY = {
     "resample_alpha_multiplier": 0.5,  # 0.5 x 0.5 = alpha 0.25 (paper 5.3)
     "head_filters": 64,  # paper 5.3: head dimension 64
     "bn_momentum": 0.1,  # hypothesis: short runs need a fast BN running average
+    "norm": "bn",  # backbone norm (bn | gn): the proxy normalises like the rows it ranks
+    "head_norm": "bn",  # RetinaNet head norm (bn | gn)
     "image_size": 128,
     "batch_size": 4,
     "train_steps": 100,
@@ -110,7 +113,8 @@ def canonical_data(data: dict) -> dict:
     """The part of a data config that decides the proxy's images (the synthetic root folder excluded)."""
     kind = data.get("kind", "synthetic")
     if kind == "synthetic":
-        return {"kind": kind, **{k: data.get(k, SYNTH_DEFAULTS.get(k)) for k in SYNTH_KEYS}}
+        spec = {k: v for k, v in synthetic_spec(data).items() if k not in ("stream", "heldout_images")}
+        return {"kind": kind, "generator_version": GENERATOR_VERSION, **spec}
     if kind == "coco":
         return {"kind": kind, "root": str(data["root"]), "train_split": data.get("train_split", "train2017")}
     raise ValueError(f"the connection search reads synthetic or coco data, not {kind!r}")
@@ -122,7 +126,7 @@ class ProxyTask:
     def __init__(self, order: str, data: dict, proxy: dict):
         self.order, self.proxy = order, dict(proxy)
         if data.get("kind", "synthetic") == "synthetic":
-            root, split = synthetic_root(data), "train"
+            root, split = synthetic_root({**data, "stream": False}), "train"  # a fixed set: common random numbers
         else:
             root, split = Path(data["root"]), data.get("train_split", "train2017")
         tf = build_transforms(False, int(proxy["image_size"]))
@@ -147,10 +151,11 @@ class ProxyTask:
         torch.manual_seed(seed)
         p = self.proxy
         return create_detector("retinanet_spinenet", ORDERS[self.order], num_classes=self.num_classes,
-                               image_size=int(p["image_size"]), backbone_kwargs={"specs": table_to_json(table)},
+                               image_size=int(p["image_size"]), backbone_kwargs={"specs": table_to_json(table), "norm": p.get("norm", "bn")},
                                width_multiplier=float(p["width_multiplier"]),
                                resample_alpha_multiplier=float(p["resample_alpha_multiplier"]),
-                               head_filters=p.get("head_filters"), bn_momentum=p.get("bn_momentum")).to(self.device)
+                               head_filters=p.get("head_filters"), bn_momentum=p.get("bn_momentum"),
+                               head_norm=p.get("head_norm")).to(self.device)
 
     def score(self, table, seed: int) -> dict:
         """Proxy-train ``table`` and return its held-out COCO metrics, last loss and times."""
