@@ -107,3 +107,16 @@ def test_contract_problems_are_named():
         check_backbone(_Broken(), "broken")
     with pytest.raises(ValueError, match="breaks the backbone contract"):
         create_detector("retinanet", _Broken(), num_classes=3)
+
+
+@pytest.mark.parametrize("head_norm", [None, "gn"])
+def test_faster_rcnn_representation_size_sets_the_box_head_width(head_norm):
+    """``representation_size`` (the cpu scale's cheaper box head) reaches the fc layers and the predictor."""
+    kw = {"backbone_kwargs": {"out_channels": 16}, "head_norm": head_norm}
+    wide = create_detector("faster_rcnn", "resnet18_fpn", num_classes=3, **kw)
+    narrow = create_detector("faster_rcnn", "resnet18_fpn", num_classes=3, representation_size=64, **kw)
+    assert wide.roi_heads.box_predictor.cls_score.in_features == 1024
+    assert narrow.roi_heads.box_predictor.cls_score.in_features == 64
+    assert narrow.roi_heads.box_predictor.cls_score.out_features == 4  # background + 3
+    fc = [m for m in narrow.roi_heads.box_head.modules() if isinstance(m, nn.Linear)]
+    assert fc and all(m.out_features == 64 for m in fc)

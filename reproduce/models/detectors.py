@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.rpn import RPNHead
@@ -216,10 +216,12 @@ def fcos(backbone="resnet50_fpn", num_classes: int = 10, *, backbone_kwargs: dic
 def faster_rcnn(backbone="resnet50_fpn", num_classes: int = 10, *, backbone_kwargs: dict | None = None,
                 image_size: int | None = None, max_size: int | None = None, head_norm: str | None = None,
                 anchor_size: float = 8.0, rpn_batch_size_per_image: int = 256,
-                box_batch_size_per_image: int = 512, detections_per_img: int = 100, **kwargs) -> FasterRCNN:
+                box_batch_size_per_image: int = 512, representation_size: int = 1024, detections_per_img: int = 100,
+                **kwargs) -> FasterRCNN:
     """Faster R-CNN with FPN (torchvision): RPN on every level, RoIAlign 7x7 over levels with
     stride <= 32; with ``head_norm="gn"`` the box head is 4 conv + 1 fc with GroupNorm
-    (torchvision's v2 head), otherwise the two-fc head of the original FPN paper."""
+    (torchvision's v2 head), otherwise the two-fc head of the original FPN paper. ``representation_size``
+    is the width of the head's fc layers (1024 in the FPN paper and torchvision)."""
     bb = _resolve_backbone(backbone, DETECTOR_LEVELS["faster_rcnn"], backbone_kwargs)
     strides = feature_strides(bb)
     anchors = AnchorGenerator(tuple((anchor_size * s,) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
@@ -227,11 +229,14 @@ def faster_rcnn(backbone="resnet50_fpn", num_classes: int = 10, *, backbone_kwar
     roi_pool = MultiScaleRoIAlign(featmap_names=roi_levels, output_size=7, sampling_ratio=2)
     nl = head_norm_layer(head_norm)
     rpn_head = RPNHead(bb.out_channels, anchors.num_anchors_per_location()[0], conv_depth=1)
-    box_head = None
     if nl is not None:
-        box_head = FastRCNNConvFCHead((bb.out_channels, 7, 7), [256, 256, 256, 256], [1024], norm_layer=nl)
-    return FasterRCNN(bb, num_classes + 1, rpn_anchor_generator=anchors, rpn_head=rpn_head,
-                      box_roi_pool=roi_pool, box_head=box_head, rpn_batch_size_per_image=rpn_batch_size_per_image,
+        box_head = FastRCNNConvFCHead((bb.out_channels, 7, 7), [256, 256, 256, 256], [representation_size],
+                                      norm_layer=nl)
+    else:
+        box_head = TwoMLPHead(bb.out_channels * 7 * 7, representation_size)
+    return FasterRCNN(bb, None, rpn_anchor_generator=anchors, rpn_head=rpn_head, box_roi_pool=roi_pool,
+                      box_head=box_head, box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),
+                      rpn_batch_size_per_image=rpn_batch_size_per_image,
                       box_batch_size_per_image=box_batch_size_per_image, box_detections_per_img=detections_per_img,
                       **_transform_kwargs(bb, image_size, max_size), **kwargs)
 
