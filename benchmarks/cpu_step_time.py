@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ablations", nargs="*", help="default: all")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    ap.add_argument("--image-size", type=int, help="override the scale's image size (the cost of a larger proxy); "
+                    "results go to cpu_step_time_<size>")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -46,6 +48,8 @@ def main(argv=None) -> int:
     for name in args.ablations or list_ablations():
         for spec in expand(name, args.scale, seeds=1):
             cfg = spec.config
+            if args.image_size:
+                cfg["data"]["image_size"] = args.image_size
             size, batch = int(cfg["data"]["image_size"]), int(cfg["data"]["batch_size"])
             torch.manual_seed(0)
             det, _ = build_detector(cfg)
@@ -61,7 +65,9 @@ def main(argv=None) -> int:
                          "images per CPU-s": f"{batch / r['cpu_step_s_median']:.1f}",
                          "median step, wall (s)": f"{r['step_s_median']:.3f}"})
             print(" | ".join(str(v) for v in rows[-1].values()), flush=True)
-    out = {"title": f"CPU training-step time at the `{args.scale}` scale, every ablation variant",
+    resized = f", images resized to {args.image_size} px" if args.image_size else ""
+    out = {"title": f"CPU training-step time at the `{args.scale}` scale{resized}, "
+                    f"{'every ablation variant' if not args.ablations else ', '.join(args.ablations)}",
            "command": command_line(), "environment": env,
            "intro": [f"Plain loop (SGD), random images with 4 boxes each at the scale's image size and batch, median of "
                      f"{args.steps} steps after 1 warm-up step, {args.threads} thread(s). The step cost is the process's "
@@ -76,7 +82,7 @@ def main(argv=None) -> int:
                      "step time differs from the original's only through the dilations).",
                      f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}."]}
     if not args.no_save:
-        save("cpu_step_time", out)
+        save(f"cpu_step_time_{args.image_size}" if args.image_size else "cpu_step_time", out)
     return 0
 
 
