@@ -83,6 +83,16 @@ def stopped_from_outside(e: BaseException) -> bool:
     return False
 
 
+def cpu_time(since: os.times_result) -> dict:
+    """This attempt's CPU time since ``since``, the process and its waited-for children (DataLoader workers)
+    over all threads, and the load average when it ended. On a machine shared with other jobs the wall time
+    grows while the CPU time does not: with one torch thread it is about the wall time the attempt would take
+    on one idle core."""
+    now = os.times()
+    used = sum(getattr(now, k) - getattr(since, k) for k in ("user", "system", "children_user", "children_system"))
+    return {"cpu_time_s": round(used, 2), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
 class RecordedRun:
     """The lifecycle of one recorded run at ``path`` (a context manager)::
 
@@ -113,6 +123,7 @@ class RecordedRun:
         self.record: dict | None = None
         self._held = None
         self._t0 = 0.0
+        self._cpu0 = os.times()
         self._prev_term = None
 
     def __enter__(self) -> "RecordedRun":
@@ -145,7 +156,7 @@ class RecordedRun:
                        "attempt": int((self.previous or {}).get("attempt", 0)) + 1}
         if self.writer:
             write_record(self.path, self.record)
-        self._t0 = time.time()
+        self._t0, self._cpu0 = time.time(), os.times()
         return self.record
 
     def adopt(self, record: dict) -> dict:
@@ -177,6 +188,7 @@ class RecordedRun:
             elapsed = round(time.time() - self._t0, 2)
             rec[self.time_key] = elapsed
             rec.setdefault("wall_time_s", elapsed)
+            rec.update(cpu_time(self._cpu0))
             rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             if self.writer:
                 write_record(self.path, rec)

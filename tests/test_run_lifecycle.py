@@ -81,6 +81,17 @@ def test_completed_record_has_timing_and_provenance(tmp_path):
     assert _run(tmp_path, lambda r: None)["attempt"] == 2  # the previous record counts the attempts
 
 
+def test_record_counts_the_attempts_cpu_time(tmp_path):
+    """CPU time (not inflated by other jobs on the machine) and the load average beside the wall time."""
+    def spin(_):
+        t = time.process_time()
+        while time.process_time() - t < 0.3:
+            pass
+    rec = _run(tmp_path, spin)
+    assert 0.25 <= rec["cpu_time_s"] <= rec["wall_time_s"] + 0.5
+    assert len(rec["load_average"]) == 3
+
+
 def test_failure_is_recorded_with_traceback_then_raised_or_kept(tmp_path):
     def boom(_):
         raise ValueError("bad input")
