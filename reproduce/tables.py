@@ -698,14 +698,15 @@ def _scale_image_size(summary: dict):
 
 RUNS_CSV_COLUMNS = ["ablation", "variant", "seed", "scale", "status", "config_current", "AP", "AP50", "AP75", "APs",
                     "APm", "APl", "AR100", "fps", "fps_kind", "params", "flops_macs", "flops_input_size", "run_min",
-                    "prepare_min", "wall_time_min", "commit", "dirty", "record"]
+                    "prepare_min", "wall_time_min", "cpu_time_min", "load_average", "commit", "dirty", "record"]
 
 
 def runs_csv_rows(summary: dict) -> list[list[str]]:
     """``reports/<name>_runs.csv``: one row per run record of the scale (tidy; COCO metrics x 100).
     ``config_current`` is False for a stale record (made with an earlier config; left out of the table);
     ``run_min`` is the run's own training + evaluation time (``detection_wall_s``), ``prepare_min`` the
-    preparation steps it ran or reused, ``record`` the record's path in the store."""
+    preparation steps it ran or reused, ``cpu_time_min`` the attempt's CPU time (not inflated by other jobs on a
+    shared machine) with ``load_average`` (1 / 5 / 15 min) when it ended, ``record`` the record's path in the store."""
     name, store = summary["ablation"]["name"], _store_name(summary.get("runs_root"))
     stale = {id(r) for r in summary.get("stale_records", [])}
     out = []
@@ -725,6 +726,8 @@ def runs_csv_rows(summary: dict) -> list[list[str]]:
                     _num_cell(r.get("params")), _num_cell(r.get("macs")), _num_cell(r.get("macs_input_size")),
                     _num_cell(wall / 60 if wall is not None else None, 2), _num_cell(prep / 60 if prep else None, 2),
                     _num_cell(float(r["wall_time_s"]) / 60 if r.get("wall_time_s") is not None else None, 2),
+                    _num_cell(float(r["cpu_time_s"]) / 60 if r.get("cpu_time_s") is not None else None, 2),
+                    " ".join(f"{x:g}" for x in r.get("load_average") or []),
                     (r.get("git") or {}).get("commit", ""), str((r.get("git") or {}).get("dirty", "")),
                     f"{store}/{name}/{r.get('variant')}/seed{r.get('seed')}/record.json"])
     return out

@@ -33,7 +33,8 @@ def _record(abl, variant, seed, ap, fps, macs, cfg=None):
     return {"ablation": "t_out", "variant": variant, "seed": seed, "scale": "smoke", "status": "completed",
             "config": cfg, "requested_config": cfg, "metrics": {"AP": ap, "AP50": ap * 2},
             "params": 1_000_000, "macs": macs, "macs_input_size": 64, "speed": {"fps": fps, "threads": 1},
-            "curve": [{"epoch": 1, "AP": ap}], "wall_time_s": 120.0, "git": {"commit": "c" * 40, "dirty": False}}
+            "curve": [{"epoch": 1, "AP": ap}], "wall_time_s": 120.0, "cpu_time_s": 90.0, "load_average": [1.5, 2, 2.25],
+            "git": {"commit": "c" * 40, "dirty": False}}
 
 
 @pytest.fixture()
@@ -104,6 +105,7 @@ def test_tidy_runs_csv_has_one_row_per_record(tables):
     assert (r["ablation"], r["scale"], r["status"]) == ("t_out", "smoke", "completed")
     assert float(r["AP"]) == pytest.approx(30.0) and float(r["AP50"]) == pytest.approx(60.0)
     assert int(r["flops_macs"]) == 300_000_000 and float(r["run_min"]) == pytest.approx(2.0)
+    assert float(r["cpu_time_min"]) == pytest.approx(1.5) and r["load_average"] == "1.5 2 2.25"
     assert r["commit"] == "c" * 40 and r["record"] == "runs/t_out/b/seed0/record.json"
 
 
