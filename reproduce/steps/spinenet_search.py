@@ -151,7 +151,8 @@ class ProxyTask:
         torch.manual_seed(seed)
         p = self.proxy
         return create_detector("retinanet_spinenet", ORDERS[self.order], num_classes=self.num_classes,
-                               image_size=int(p["image_size"]), backbone_kwargs={"specs": table_to_json(table), "norm": p.get("norm", "bn")},
+                               image_size=int(p["image_size"]),
+                               backbone_kwargs={"specs": table_to_json(table), "norm": p.get("norm", "bn")},
                                width_multiplier=float(p["width_multiplier"]),
                                resample_alpha_multiplier=float(p["resample_alpha_multiplier"]),
                                head_filters=p.get("head_filters"), bn_momentum=p.get("bn_momentum"),
