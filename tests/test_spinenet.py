@@ -281,7 +281,10 @@ def test_table8_rows_say_order_hypothesis_and_search_cost():
         assert "order: hypothesis" in abl["variants"][v]["label"]
         assert abl["variants"][v]["model"]["backbone"].endswith("_t8")
     notes = " ".join(abl["table"]["footnotes"])
-    assert "300 s per order" in notes and "~13k" in notes and "200 candidates" in notes
+    budget = abl["scales"]["cpu"]["spinenet_search"]["time_budget_s"]  # the footnote states the configured budget
+    steps = abl["scales"]["cpu"]["spinenet_search"]["proxy"]["train_steps"]
+    assert f"{budget} s per order" in notes and f"{steps} steps" in notes
+    assert "~13k" in notes and "200 candidates" in notes
 
 
 def test_with_connections_replaces_and_validates():
