@@ -55,8 +55,8 @@ def plain_loop(cfg: dict, steps: int, warmup: int) -> dict:
         raise ValueError(f"{len(batches)} training batches for {warmup} warm-up + {steps} timed plain-loop steps: "
                          f"give --images more images")
     model_cfg = dict(cfg["model"])
-    det = create_detector(model_cfg.pop("detector"), model_cfg.pop("backbone", None), num_classes=dm.num_classes,
-                          image_size=int(cfg["data"]["image_size"]), **model_cfg).train()
+    det = create_detector(model_cfg.pop("detector"), num_classes=dm.num_classes,
+                          image_size=int(cfg["data"]["image_size"]), **model_cfg).train()  # as the run builds it
     opt_cfg = cfg["optimizer"]
     opt = build_optimizer(param_groups(det, float(opt_cfg.get("weight_decay", 0.0))), opt_cfg)  # the run's own
     clip = (cfg.get("trainer") or {}).get("gradient_clip_val")
