@@ -61,7 +61,7 @@ OPTIMIZER = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "
 def data_module(args):
     from reproduce.data import DetectionDataModule
 
-    n = max(16, args.batch * (args.warmup + args.steps))
+    n = args.train_images or max(16, args.batch * (args.warmup + args.steps))
     cfg = {"kind": "synthetic", "root": args.data_root, "image_size": args.size, "train_images": n, "val_images": 2,
            "batch_size": args.batch, "num_workers": args.workers, "hflip": 0.5, "scale_jitter": None}
     dm = DetectionDataModule(cfg, seed=0)
@@ -186,6 +186,10 @@ def main(argv=None) -> int:
     ap.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: GPU table / measured CPU matmul)")
     ap.add_argument("--data-root", default="data/bench")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--train-images", type=int, default=0,
+                    help="synthetic training images, cycled (default: one per image of the run, at least 16)")
+    ap.add_argument("--save-as", help="results name under reports/benchmarks/ (default: train_speed, plus _gpu on "
+                                      "CUDA and _compile with --compile)")
     ap.add_argument("--no-save", action="store_true", help="print only; do not write reports/")
     args = ap.parse_args(argv)
     if args.warmup < 1:
@@ -246,11 +250,14 @@ def main(argv=None) -> int:
              f"warm-up step(s), {args.workers} loader worker(s), synthetic COCO-format data (the suite's generator), "
              f"SGD lr 0.01 momentum 0.9" + (", channels_last" if args.channels_last else "")
              + (", torch.compile (backbone + head)" if args.compile else "") + "."]
-    out = {"title": "Training throughput: suite vs plain loop (torchvision stock RetinaNet)", "command": command_line(),
+    title = "Training throughput: suite vs plain loop (torchvision stock RetinaNet)" + \
+        ("" if on_cpu else ", one GPU") + (", torch.compile" if args.compile else "")
+    out = {"title": title, "command": command_line(),
            "environment": env, "intro": intro, "columns": cols, "rows": rows, "notes": notes,
            "loadavg_end": [round(x, 2) for x in os.getloadavg()], "raw": results}
     if not args.no_save:
-        save("train_speed", out)
+        save(args.save_as or "train_speed" + ("_gpu" if not on_cpu else "") + ("_compile" if args.compile else ""),
+             out)
     print(json.dumps(rows, indent=1))
     return 0
 
