@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "reports" / "benchmarks"
 REPORT = ROOT / "reports" / "benchmarks.md"
-ORDER = ["train_speed", "train_speed_gpu", "train_speed_gpu_compile", "cpu_step_time", "eval_speed"]
+ORDER = ["train_speed", "train_speed_gpu", "train_speed_gpu_compile", "gpu_path_check", "cpu_step_time", "eval_speed"]
 
 
 def command_line() -> str:
@@ -40,7 +40,7 @@ def _env_line(env: dict) -> str:
     load = ", ".join(str(x) for x in env.get("loadavg", []))
     return (f"{env.get('device')}; torch {env.get('torch')}, torchvision {env.get('torchvision')}, "
             f"Python {env.get('python')}; {env.get('threads')} torch thread(s) of {env.get('cpu_count')} cores; "
-            f"load average (1, 5, 15 min) {load} at {env.get('time')}")
+            + (f"load average (1, 5, 15 min) {load} " if load else "") + f"at {env.get('time')}")
 
 
 def render(result: dict) -> list[str]:

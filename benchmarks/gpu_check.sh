@@ -57,3 +57,5 @@ step speed_eager "${LIMIT_SPEED:-200}" $PY benchmarks/train_speed.py "${SPEED[@]
 step speed_compile "${LIMIT_COMPILE:-130}" $PY benchmarks/train_speed.py "${SPEED[@]}" --pairs r50 --compile
 cp reports/benchmarks/train_speed_gpu*.json "$OUT/" 2>/dev/null
 tar tzf "$OUT/gpu_check.tgz"
+$PY benchmarks/gpu_path_check.py "$W"/record_*.json > /dev/null && cp reports/benchmarks/gpu_path_check.json "$W/" \
+  "$OUT/" && pack

@@ -240,8 +240,8 @@ def main(argv=None) -> int:
     notes.append("Train FLOPs: counted forward + backward FLOPs of one step (torch.utils.flop_counter: convolutions "
                  "and matmuls; 2 FLOPs per multiply-add) on the real model and batch, per image.")
     if on_cpu:
-        notes.append("No GPU was lent for this run: these are CPU figures at a small resolution; the acceptance "
-                     "comparison (640 px, AMP, one GPU) is still to be measured with the second example command.")
+        notes.append("CPU figures at a small resolution; the GPU comparison (640 px, bf16 AMP, one GPU) is the "
+                     "second example command (benchmarks/gpu_check.sh runs it).")
         notes.append(f"On a CPU, throughput and MFU use the process's CPU time (`time.process_time`, summed over "
                      f"{args.threads} thread(s), data loading in-process), so a machine shared with other jobs (see the "
                      "load average above) does not bias them; the wall-clock columns include any waiting.")
