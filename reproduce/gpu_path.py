@@ -13,6 +13,11 @@
   data dependent and stays eager.
 - ``float32_matmul_precision``: ``highest`` | ``high`` | ``medium`` (TF32 on Ampere and newer).
 
+bf16 AMP on a CPU is not safe with torch 2.14.1: a 3x3 stride-2 convolution on a 1x1 input (RetinaNet's P7
+at 64 px) returns a non-finite weight gradient in about 15% of backward passes (uninitialised memory in the
+CPU kernel, reproduced in isolation); the run then stops with ``DivergedError``. The CPU scales train in
+``32-true``.
+
 Data loading (``data:`` section, :mod:`reproduce.data.datamodule`): ``num_workers``,
 ``pin_memory`` (default: when CUDA is present), ``persistent_workers`` (default: with workers) and
 ``prefetch_factor``.
