@@ -97,6 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plain-steps", type=int, default=30)
     ap.add_argument("--data", default="{}", help="JSON overrides of the data section, e.g. '{\"num_workers\": 0}'")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads())
+    ap.add_argument("--save-as", default="real_loop", help="results name under reports/benchmarks/")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
            "columns": list(rows[0]), "rows": rows,
            "notes": [f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}."]}
     if not args.no_save:
-        save("real_loop", out)
+        save(args.save_as, out)
     return 0
 
 
