@@ -82,6 +82,25 @@ def build(name: str, num_classes: int, size: int):
     return create_detector(kw.pop("detector"), num_classes=num_classes, image_size=size, **kw)
 
 
+def batches(dm, args):
+    """The training batches: the suite's DataLoader, or with ``--in-memory`` its first batches decoded once and
+    replayed (both sides), so that the step time leaves data loading out."""
+    loader = dm.train_dataloader()
+    if not args.in_memory:
+        return loader
+    out = []
+    for batch in loader:
+        out.append(batch)
+        if len(out) == args.in_memory:
+            break
+    # batch_size=None and an identity collate: the DataLoader hands out the held batches as they are
+    return torch.utils.data.DataLoader(out, batch_size=None, shuffle=False, collate_fn=_identity)
+
+
+def _identity(batch):
+    return batch
+
+
 def time_lightning(name: str, dm, args, device) -> tuple[dict, torch.nn.Module]:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import Callback
@@ -109,7 +128,7 @@ def time_lightning(name: str, dm, args, device) -> tuple[dict, torch.nn.Module]:
                          default_root_dir=str(Path(args.data_root) / "lightning"))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer.fit(module, train_dataloaders=dm.train_dataloader())
+    trainer.fit(module, train_dataloaders=batches(dm, args))
     res = {"peak_memory_mb": peak_memory_mb(device)}
     for key, t in (("", ends.ends), ("cpu_", ends.cpu_ends)):
         steps = [b - a for a, b in zip(t[args.warmup - 1:], t[args.warmup:])]
@@ -130,7 +149,7 @@ def run_contender(name: str, args) -> dict:
             from reproduce.gpu_path import compile_parts
 
             compile_parts(det, args.compile)
-        r = train_steps(det, dm.train_dataloader(), steps=args.steps, warmup=args.warmup, precision=args.precision,
+        r = train_steps(det, batches(dm, args), steps=args.steps, warmup=args.warmup, precision=args.precision,
                         device=device, channels_last=args.channels_last)
         res = {k: r[k] for k in ("step_s_median", "images_per_s", "cpu_step_s_median", "images_per_cpu_s",
                                  "peak_memory_mb")}
@@ -188,6 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--train-images", type=int, default=0,
                     help="synthetic training images, cycled (default: one per image of the run, at least 16)")
+    ap.add_argument("--in-memory", type=int, default=0, metavar="N",
+                    help="replay N batches held in memory instead of the DataLoader (leaves data loading out)")
     ap.add_argument("--save-as", help="results name under reports/benchmarks/ (default: train_speed, plus _gpu on "
                                       "CUDA and _compile with --compile)")
     ap.add_argument("--no-save", action="store_true", help="print only; do not write reports/")
@@ -253,15 +274,17 @@ def main(argv=None) -> int:
     intro = [f"{args.size} px, batch {args.batch}, {args.precision}, {args.steps} timed steps after {args.warmup} "
              f"warm-up step(s), {args.workers} loader worker(s), synthetic COCO-format data (the suite's generator), "
              f"SGD lr 0.01 momentum 0.9" + (", channels_last" if args.channels_last else "")
-             + (", torch.compile (backbone + head)" if args.compile else "") + "."]
+             + (", torch.compile (backbone + head)" if args.compile else "")
+             + (f", {args.in_memory} batches held in memory and replayed (no data loading in the step)"
+                if args.in_memory else "") + "."]
     title = "Training throughput: suite vs plain loop (torchvision stock RetinaNet)" + \
         ("" if on_cpu else ", one GPU") + (", torch.compile" if args.compile else "")
     out = {"title": title, "command": command_line(),
            "environment": env, "intro": intro, "columns": cols, "rows": rows, "notes": notes,
            "loadavg_end": [round(x, 2) for x in os.getloadavg()], "raw": results}
     if not args.no_save:
-        save(args.save_as or "train_speed" + ("_gpu" if not on_cpu else "") + ("_compile" if args.compile else ""),
-             out)
+        save(args.save_as or "train_speed" + ("_gpu" if not on_cpu else "") + ("_compile" if args.compile else "")
+             + ("_in_memory" if args.in_memory else ""), out)
     print(json.dumps(rows, indent=1))
     return 0
 
