@@ -67,7 +67,7 @@ SPEED=(--size 640 --batch 8 --precision bf16-mixed --workers 8 --threads 8 --cha
 step speed_eager 160 $PY benchmarks/train_speed.py "${SPEED[@]}"
 step speed_memory 70 $PY benchmarks/train_speed.py "${SPEED[@]}" --pairs r50 --in-memory 8
 step speed_compile 110 $PY benchmarks/train_speed.py "${SPEED[@]}" --pairs r50 --compile
-fresh_results | xargs -r cp -t "$OUT/"
+pack; fresh_results | xargs -r cp -t "$OUT/"
 tar tzf "$OUT/gpu_check.tgz"
 ls "$W"/record_*.json > /dev/null 2>&1 && $PY benchmarks/gpu_path_check.py "$W"/record_*.json > /dev/null \
   && cp reports/benchmarks/gpu_path_check.json "$W/" && cp reports/benchmarks/gpu_path_check.json "$OUT/" && pack
