@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "reports" / "benchmarks"
 REPORT = ROOT / "reports" / "benchmarks.md"
 ORDER = ["train_speed", "train_speed_gpu", "train_speed_gpu_in_memory", "train_speed_gpu_compile", "gpu_path_check",
-         "real_loop", "real_loop_full", "cpu_step_time", "cpu_step_time_modes", "eval_speed"]
+         "real_loop", "real_loop_full", "cpu_step_time", "cpu_step_time_modes",
+         "cpu_step_time_modes_r0sp53", "eval_speed"]
 
 
 def command_line() -> str:

@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
     ap.add_argument("--image-size", type=int, help="override the scale's image size (the cost of a larger proxy); "
                     "results go to cpu_step_time_<size>")
+    ap.add_argument("--save-as", help="results name under reports/benchmarks/ (default: cpu_step_time, "
+                                      "cpu_step_time_<size> or cpu_step_time_modes)")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -111,8 +113,9 @@ def main(argv=None) -> int:
                                "`vs eager` = eager's median step CPU time / the mode's (above 1: the mode is faster). "
                                "`compile` compiles in the warm-up steps, which are not timed.")
     if not args.no_save:
-        save(f"cpu_step_time_{args.image_size}" if args.image_size else
-             "cpu_step_time_modes" if args.modes != ["eager"] else "cpu_step_time", out)
+        default = (f"cpu_step_time_{args.image_size}" if args.image_size else
+                   "cpu_step_time_modes" if args.modes != ["eager"] else "cpu_step_time")
+        save(args.save_as or default, out)
     return 0
 
 

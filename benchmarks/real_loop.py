@@ -57,6 +57,10 @@ def plain_loop(cfg: dict, steps: int, warmup: int) -> dict:
     model_cfg = dict(cfg["model"])
     det = create_detector(model_cfg.pop("detector"), num_classes=dm.num_classes,
                           image_size=int(cfg["data"]["image_size"]), **model_cfg).train()  # as the run builds it
+    if (cfg.get("trainer") or {}).get("channels_last"):
+        from reproduce.gpu_path import use_channels_last
+
+        det = use_channels_last(det)
     opt_cfg = cfg["optimizer"]
     opt = build_optimizer(param_groups(det, float(opt_cfg.get("weight_decay", 0.0))), opt_cfg)  # the run's own
     clip = (cfg.get("trainer") or {}).get("gradient_clip_val")

@@ -228,9 +228,12 @@ def wait_while_running(path: str | Path, timeout_s: float, poll_s: float = 5.0) 
     return rec
 
 
-# Keys that do not change a run's result: a record stays valid when only these differ.
+# Keys that do not change a run's result: a record stays valid when only these differ. ``trainer.channels_last``
+# is the memory layout of the same weights and inputs: the same model, data and recipe; other conv kernels
+# sum in another order, so values differ by float rounding (gradients ~1e-4 of their norm), as they do
+# between a record made on one machine and on another (tests/test_gpu_path.py checks the agreement).
 RESULT_NEUTRAL_KEYS = ("logger", "measure", "data.num_workers", "data.pin_memory", "data.persistent_workers",
-                       "data.prefetch_factor", "trainer.log_every_n_steps")
+                       "data.prefetch_factor", "trainer.log_every_n_steps", "trainer.channels_last")
 # Keys whose value equal to Lightning's default means the same as leaving them unset (a SLURM launch
 # spells out ``trainer.num_nodes=1``; a run recorded without it is the same run).
 DEFAULT_EQUIVALENT = {"trainer.num_nodes": 1}

@@ -226,6 +226,8 @@ def test_completed_record_of_another_config_is_an_error_until_rerun_changed(test
     assert config_changes({"config": {"a": 1}, "prepare": [{"kind": "pretrain"}]}, {"a": 2}) == []
     one_node = {"trainer": {"devices": 1, "num_nodes": 1}}  # as a SLURM launch spells it out
     assert config_changes({"config": {"trainer": {"devices": 1}}}, one_node) == []  # Lightning's default
+    assert config_changes({"config": {"trainer": {"devices": 1}}},
+                          {"trainer": {"devices": 1, "channels_last": True}}) == []  # a memory layout, same model
     rec = run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.001"], rerun_changed=True, **quiet)[0]
     assert rec["status"] == "completed" and rec["requested_config"]["optimizer"]["lr"] == 0.001
     assert run_ablation("t_abl", "smoke", sets=["optimizer.lr=0.001"], **quiet)[0]["started"] == rec["started"]
