@@ -85,12 +85,14 @@ class DetectionModule(pl.LightningModule):
     def _log_metrics(self, split: str) -> None:
         coco, voc = getattr(self, f"{split}_map"), getattr(self, f"{split}_voc")
         res = coco.compute()
+        # the metrics gather every rank's predictions before computing, so each rank holds the same value:
+        # sync_dist averages identical values (and spares DDP runs Lightning's per-metric warning)
         for key, name in METRIC_KEYS.items():
-            self.log(f"{split}/{name}", float(res[key]))  # already synced by the metric
+            self.log(f"{split}/{name}", float(res[key]), sync_dist=True)
         coco.reset()
         if voc.update_called:
             for name, value in voc.compute().items():
-                self.log(f"{split}/{name}", float(value))
+                self.log(f"{split}/{name}", float(value), sync_dist=True)
             voc.reset()
 
     def validation_step(self, batch, batch_idx):
