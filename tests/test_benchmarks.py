@@ -1,0 +1,43 @@
+"""Benchmark helpers that need no timing: the GPU-path record table, the in-memory batches of
+train_speed, the machine line of reports/benchmarks.md."""
+from types import SimpleNamespace
+
+import torch
+
+from benchmarks import _results, gpu_path_check, train_speed
+
+
+def _record(**kw):
+    rec = {"ablation": "baseline_detectors", "variant": "retinanet", "seed": 0, "scale": "smoke", "status": "completed",
+           "config": {"trainer": {"accelerator": "gpu", "strategy": "ddp", "precision": "bf16-mixed",
+                                  "channels_last": True, "max_epochs": 1},
+                      "data": {"num_workers": 4}},
+           "train_steps": 4, "metrics": {"AP": 0.25}, "attempt": 1, "earlier_attempts_s": None, "wall_time_s": 14.2,
+           "hardware": {"gpu": "NVIDIA H200", "torch": "2.11"}, "world_size": 1}
+    rec.update(kw)
+    return rec
+
+
+def test_gpu_path_row_names_the_switches_and_a_resume():
+    row = gpu_path_check.row(_record())
+    assert row["trainer switches"] == "accelerator=gpu, strategy=ddp, precision=bf16-mixed, channels_last=True"
+    assert (row["status"], row["COCO AP"], row["attempts"], row["wall (s)"]) == ("completed", "0.2500", 1, "14.2")
+    resumed = gpu_path_check.row(_record(attempt=2, earlier_attempts_s=63.8, wall_time_s=54.9))
+    assert resumed["attempts"] == "2 (resumed from last.ckpt)" and resumed["wall (s)"] == "54.9 + 63.8 earlier"
+
+
+def test_in_memory_batches_replay_the_first_batches_unchanged():
+    held = [(torch.full((1,), float(i)), [{"boxes": torch.zeros(0, 4)}]) for i in range(5)]
+    dm = SimpleNamespace(train_dataloader=lambda: iter(held))
+    loader = train_speed.batches(dm, SimpleNamespace(in_memory=3))
+    out = [b for _ in range(2) for b in loader]  # two epochs
+    assert len(loader) == 3 and [b[0].item() for b in out] == [0, 1, 2, 0, 1, 2]
+    assert out[0][1] is held[0][1]  # handed out as held, not re-collated
+    assert train_speed.batches(SimpleNamespace(train_dataloader=lambda: held), SimpleNamespace(in_memory=0)) is held
+
+
+def test_machine_line_without_load_average():
+    env = {"device": "NVIDIA H200", "torch": "2.11", "torchvision": "0.26", "python": "3.12", "threads": 16,
+           "cpu_count": 16, "loadavg": [], "time": "t"}
+    assert _results._env_line(env).endswith("16 cores; at t")
+    assert "load average (1, 5, 15 min) 1.0, 2.0, 3.0 at t" in _results._env_line({**env, "loadavg": [1.0, 2.0, 3.0]})
