@@ -258,9 +258,8 @@ def main(argv=None) -> int:
         notes.append(f"{CONTENDERS[a][0]}: suite / {CONTENDERS[b][1]} = "
                      f"{results[a][rate_key] / results[b][rate_key]:.2f}x images"
                      + (" per CPU-second" if on_cpu else "/s")
-                     + f" (median step time: {results[b][step_key] / results[a][step_key]:.2f}x the plain loop's "
-                       "speed; the mean over the timed steps above also counts the slow ones, e.g. a loader's "
-                       "epoch turn).")
+                     + f" (by the median step time: {results[b][step_key] / results[a][step_key]:.2f}x; the "
+                       "images/s ratio also counts the slow steps, e.g. a loader's epoch turn).")
     notes.append(f"MFU reference: {peak_text}.")
     notes.append("Train FLOPs: counted forward + backward FLOPs of one step (torch.utils.flop_counter: convolutions "
                  "and matmuls; 2 FLOPs per multiply-add) on the real model and batch, per image.")
