@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="{}", help="JSON overrides of the run config's data section")
     ap.add_argument("--model", default="{}", help="JSON overrides of the run config's model section")
     ap.add_argument("--lr", type=float, help="override optimizer.lr")
+    ap.add_argument("--clip", type=float, help="override trainer.gradient_clip_val (0: no clipping)")
     ap.add_argument("--trunk-weights", help="local trunk state dict loaded into backbone.trunk (no fc.*)")
     ap.add_argument("--trainset-eval", action="store_true", help="evaluate on 200 training images")
     ap.add_argument("--heldout", action="store_true", help="evaluate on the held-out val set (heldout_images)")
@@ -122,7 +124,8 @@ def main(argv=None) -> int:
 
     settings = {"ablation": args.ablation, "variant": args.variant, "scale": args.scale, "model": model_cfg_all,
                 "data": data, "optimizer": opt_cfg, "schedule steps": args.steps, "seed": args.seed,
-                "trunk weights": args.trunk_weights, "eval": "train images" if args.trainset_eval else "val set"}
+                "trunk weights": args.trunk_weights, "gradient clip": args.clip if args.clip is not None else
+                cfg["trainer"].get("gradient_clip_val"), "eval": "train images" if args.trainset_eval else "val set"}
 
     def write(rows: list, done: bool) -> None:  # after every evaluation: a cut-off probe keeps its rows
         save(f"calibration_{args.tag}", {
@@ -134,7 +137,8 @@ def main(argv=None) -> int:
                       "AP@[.5:.95] on the synthetic val set; 'agnostic AP' scores every box as one class."],
             "columns": list(rows[0].keys()), "rows": rows})
 
-    rows, t0, train_s = [], time.perf_counter(), 0.0
+    clip = args.clip if args.clip is not None else cfg["trainer"].get("gradient_clip_val")
+    rows, norms, t0, train_s = [], [], time.perf_counter(), 0.0
     for step in range(1, args.steps + 1):
         ts = time.perf_counter()
         model.train()
@@ -145,14 +149,18 @@ def main(argv=None) -> int:
             raise FloatingPointError(f"non-finite loss at step {step}: { {k: v.item() for k, v in losses.items()} }")
         opt.zero_grad()
         loss.backward()
-        if cfg["trainer"].get("gradient_clip_val"):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["trainer"]["gradient_clip_val"])
+        # the gradient norm before clipping (an infinite max norm measures without scaling)
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip or float("inf"))))
         opt.step()
         sched.step()
         train_s += time.perf_counter() - ts
         if step % args.every == 0 or step == args.steps:
             row = {"step": step, "images seen": step * data["batch_size"], "train s": round(train_s, 1),
-                   **{f"loss {k}": round(v.item(), 3) for k, v in losses.items()}, **evaluate(model, eval_set)}
+                   **{f"loss {k}": round(v.item(), 3) for k, v in losses.items()},
+                   "grad norm (median)": round(statistics.median(norms), 2),
+                   "clipped": f"{sum(n > clip for n in norms) / len(norms):.0%}" if clip else "off",
+                   **evaluate(model, eval_set)}
+            norms = []
             if args.bn_check:
                 row["AP (batch BN)"] = evaluate(model, eval_set, batch_bn=True)["AP"]
             rows.append(row)
