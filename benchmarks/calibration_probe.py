@@ -122,10 +122,11 @@ def main(argv=None) -> int:
     else:
         eval_set = list(dm.val_dataloader())
 
+    clip = args.clip if args.clip is not None else cfg["trainer"].get("gradient_clip_val")
     settings = {"ablation": args.ablation, "variant": args.variant, "scale": args.scale, "model": model_cfg_all,
                 "data": data, "optimizer": opt_cfg, "schedule steps": args.steps, "seed": args.seed,
-                "trunk weights": args.trunk_weights, "gradient clip": args.clip if args.clip is not None else
-                cfg["trainer"].get("gradient_clip_val"), "eval": "train images" if args.trainset_eval else "val set"}
+                "trunk weights": args.trunk_weights, "gradient clip": clip,
+                "eval": "train images" if args.trainset_eval else "val set"}
 
     def write(rows: list, done: bool) -> None:  # after every evaluation: a cut-off probe keeps its rows
         save(f"calibration_{args.tag}", {
@@ -137,7 +138,6 @@ def main(argv=None) -> int:
                       "AP@[.5:.95] on the synthetic val set; 'agnostic AP' scores every box as one class."],
             "columns": list(rows[0].keys()), "rows": rows})
 
-    clip = args.clip if args.clip is not None else cfg["trainer"].get("gradient_clip_val")
     rows, norms, t0, train_s = [], [], time.perf_counter(), 0.0
     for step in range(1, args.steps + 1):
         ts = time.perf_counter()

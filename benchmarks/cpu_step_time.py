@@ -65,30 +65,28 @@ def main(argv=None) -> int:
             if args.image_size:
                 cfg["data"]["image_size"] = args.image_size
             size, batch = int(cfg["data"]["image_size"]), int(cfg["data"]["batch_size"])
+            m, compare = cfg["model"], args.modes != ["eager"]
+            base = {"ablation": name, "variant": spec.variant, "model": f"{m['detector']} / {m.get('backbone', '(own)')}",
+                    "prepare": ", ".join(p.get("kind", "?") for p in cfg.get("prepare") or []) or "-"}
             eager_s = None
             for mode in args.modes:
                 torch.manual_seed(0)
                 det, _ = build_detector(cfg)
-                macs = detector_macs(det, size)
+                if "GMACs" not in base:  # the same for every mode: counted once, on the plain detector
+                    base.update({"params (M)": f"{count_params(det) / 1e6:.2f}",
+                                 "GMACs": f"{detector_macs(det, size) / 1e9:.3f}", "size": size, "batch": batch})
                 if mode == "compile":
                     compile_parts(det, True)
                 data = random_batch(batch, size, _num_classes(cfg["data"]))
                 r = train_steps(det, tuple(data), steps=args.steps, warmup=args.warmup,
                                 channels_last=mode == "channels_last")
-                eager_s = r["cpu_step_s_median"] if mode == "eager" else eager_s
-                m = cfg["model"]
-                row = {"ablation": name, "variant": spec.variant,
-                       "model": f"{m['detector']} / {m.get('backbone', '(own)')}",
-                       "prepare": ", ".join(p.get("kind", "?") for p in cfg.get("prepare") or []) or "-",
-                       "params (M)": f"{count_params(det) / 1e6:.2f}", "GMACs": f"{macs / 1e9:.3f}",
-                       "size": size, "batch": batch}
-                if args.modes != ["eager"]:
-                    row["mode"] = mode
-                row.update({"median step, CPU time (s)": f"{r['cpu_step_s_median']:.3f}",
-                            "images per CPU-s": f"{batch / r['cpu_step_s_median']:.1f}",
-                            "median step, wall (s)": f"{r['step_s_median']:.3f}"})
-                if args.modes != ["eager"]:
-                    row["vs eager"] = f"{eager_s / r['cpu_step_s_median']:.2f}x" if eager_s else "-"
+                step = r["cpu_step_s_median"]
+                eager_s = step if mode == "eager" else eager_s
+                row = {**base, **({"mode": mode} if compare else {}),
+                       "median step, CPU time (s)": f"{step:.3f}", "images per CPU-s": f"{batch / step:.1f}",
+                       "median step, wall (s)": f"{r['step_s_median']:.3f}"}
+                if compare:
+                    row["vs eager"] = f"{eager_s / step:.2f}x" if eager_s else "-"
                 rows.append(row)
                 print(" | ".join(str(v) for v in rows[-1].values()), flush=True)
     resized = f", images resized to {args.image_size} px" if args.image_size else ""

@@ -23,6 +23,7 @@ fp32 matmul throughput at the same thread count (stated as such). Examples::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -88,13 +89,9 @@ def batches(dm, args):
     loader = dm.train_dataloader()
     if not args.in_memory:
         return loader
-    out = []
-    for batch in loader:
-        out.append(batch)
-        if len(out) == args.in_memory:
-            break
+    held = list(itertools.islice(loader, args.in_memory))
     # batch_size=None and an identity collate: the DataLoader hands out the held batches as they are
-    return torch.utils.data.DataLoader(out, batch_size=None, shuffle=False, collate_fn=_identity)
+    return torch.utils.data.DataLoader(held, batch_size=None, shuffle=False, collate_fn=_identity)
 
 
 def _identity(batch):
