@@ -1,10 +1,10 @@
 """Benchmark helpers that need no timing: the GPU-path record table, the in-memory batches of
-train_speed, the machine line of reports/benchmarks.md."""
+train_speed, the machine line of reports/benchmarks.md, the path counts of init_gradients."""
 from types import SimpleNamespace
 
 import torch
 
-from benchmarks import _results, gpu_path_check, train_speed
+from benchmarks import _results, gpu_path_check, init_gradients, train_speed
 
 
 def _record(**kw):
@@ -41,3 +41,11 @@ def test_machine_line_without_load_average():
            "cpu_count": 16, "loadavg": [], "time": "t"}
     assert _results._env_line(env).endswith("16 cores; at t")
     assert "load average (1, 5, 15 min) 1.0, 2.0, 3.0 at t" in _results._env_line({**env, "loadavg": [1.0, 2.0, 3.0]})
+
+
+def test_hops_counts_shortest_and_longest_paths_between_features():
+    chain = {2: (1,), 3: (2,), 4: (3,), 5: (4,)}
+    assert init_gradients.hops(chain, 2, 5) == (3, 3)
+    diamond = {2: (0, 1), 3: (2,), 4: (2, 3), 5: (4, 2)}  # 2->5 directly, 2->4->5, 2->3->4->5
+    assert init_gradients.hops(diamond, 2, 5) == (1, 3)
+    assert init_gradients.hops(diamond, 3, 2) == (0, 0)  # unreachable
