@@ -39,6 +39,7 @@ class RunSpec:
     scale: str
     paper: str
     config: dict = field(repr=False)
+    sets: list[str] = field(default_factory=list)  # the --set overrides in ``config``: the record keeps them
 
 
 def _schedule_length(cfg: dict) -> int:
@@ -64,7 +65,8 @@ def expand(name: str, scale: str, seeds: int | list[int] | None = None, variants
     specs = []
     for v in variants or valid:  # every key checked before any run starts (reproduce/schema.py)
         cfg = check_run_config(resolve_run_config(abl, v, scale, sets), [*run_layers(abl, v, scale), *set_layers(sets)])
-        specs += [RunSpec(name, v, s, scale, abl.get("paper", "suite"), copy.deepcopy(cfg)) for s in seed_list]
+        specs += [RunSpec(name, v, s, scale, abl.get("paper", "suite"), copy.deepcopy(cfg), list(sets or []))
+                  for s in seed_list]
     return specs
 
 
@@ -162,7 +164,7 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
 
         opts = launcher_options(pending[0].config, launcher_flags)
         for spec in pending:
-            spec.config = apply_sets(spec.config, run_overrides(opts))
+            spec.config, spec.sets = apply_sets(spec.config, run_overrides(opts)), [*spec.sets, *run_overrides(opts)]
         submitted = submit_array(pending, opts, runs_root, cluster=submitit_cluster)
         for spec, job in zip(pending, submitted):
             log(f"{tags[id(spec)]}: submitted as job {job.job_id}")
@@ -195,7 +197,7 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
                 rec = _run_isolated(spec, root, env)
             else:
                 rec = run_one(ablation=spec.ablation, variant=spec.variant, seed=spec.seed, scale=spec.scale,
-                              cfg=spec.config, paper=spec.paper, runs_root=runs_root)
+                              cfg=spec.config, paper=spec.paper, runs_root=runs_root, sets=spec.sets)
         except KeyboardInterrupt:
             log(f"{tags[id(spec)]}: interrupted; rerun the same command to resume (finished runs are kept)")
             raise

@@ -147,7 +147,7 @@ def cmd_fit(args) -> int:
     layers = [(f"configs/scales/{args.scale}.yaml", load_scale(args.scale)), (str(args.config), cfg)]
     full = check_run_config(merge_layers([layer for _, layer in layers], args.set), [*layers, *set_layers(args.set)])
     rec = run_one(ablation="fit", variant=name, seed=args.seed, scale=args.scale, cfg=full,
-                  paper=cfg.get("paper", "suite"), runs_root=runs_root(args))
+                  paper=cfg.get("paper", "suite"), runs_root=runs_root(args), sets=args.set)
     _print_run(rec)
     return 0 if rec["status"] == "completed" else 1
 
@@ -194,7 +194,7 @@ def cmd_run_one(argv: list[str]) -> int:
     args = p.parse_args(argv)
     spec = json.loads(args.json)
     rec = run_one(ablation=spec["ablation"], variant=spec["variant"], seed=spec["seed"], scale=spec["scale"],
-                  cfg=spec["config"], paper=spec.get("paper", "suite"), runs_root=args.runs_root)
+                  cfg=spec["config"], paper=spec.get("paper", "suite"), runs_root=args.runs_root, sets=spec.get("sets"))
     return 0 if rec["status"] == "completed" else 3
 
 

@@ -128,7 +128,7 @@ class RunJob:
         if is_launch_rank_zero() and not needs_run(rec) and not _own_slurm_job(rec):
             return rec  # completed, or running in another job: the record store decides
         return run_one(ablation=s["ablation"], variant=s["variant"], seed=s["seed"], scale=s["scale"],
-                       cfg=s["config"], paper=s.get("paper", "suite"), runs_root=self.runs_root)
+                       cfg=s["config"], paper=s.get("paper", "suite"), runs_root=self.runs_root, sets=s.get("sets"))
 
 
 def _own_slurm_job(rec: dict | None) -> bool:

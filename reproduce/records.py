@@ -1,7 +1,8 @@
 """The run-record store: one JSON file per run, ``runs/<ablation>/<variant>/seed<k>/record.json``.
 
 A record holds: ablation, variant, seed, scale, the full resolved config (``requested_config``: as
-the run was asked for; ``config``: after its preparation steps), ``status``
+the run was asked for; ``config``: after its preparation steps), the ``--set`` overrides it was asked
+with (``sets``; tables tell them from a change of the config files since), ``status``
 (``running`` | ``completed`` | ``failed`` | ``interrupted``), the error and traceback of a failed
 run, metrics (COCO AP, AP50, AP75, APs, APm, APl, AR100; speed), the per-epoch validation curve,
 params, FLOPs (multiply-adds), wall time, hardware, git commit, and the W&B run id and directory.

@@ -96,23 +96,39 @@ def current_configs(abl: dict, scale: str) -> dict[str, dict | None]:
     return out
 
 
-STALE_SECTIONS = ("model.",)  # config keys that define a row's network: a change there redefines the row
+class ConfigDrift:
+    """Which records of an ablation still describe their row: ``drift(record)`` is the list of config keys
+    (result-relevant, :func:`reproduce.records.config_changes`) in which the run differs from what the
+    config files give its variant now **with the run's own ``--set`` overrides applied** (``record["sets"]``).
+    Empty: the record is current (a run made with ``--set data.root=...`` or another schedule stays in its
+    row, and the table names its overrides). Not empty: the files changed since the run (a redefined row, a
+    recalibrated scale), the record describes another experiment, and tables leave it out and say so;
+    ``reproduce run --rerun-changed`` runs it again."""
+
+    def __init__(self, abl: dict, scale: str):
+        self.abl, self.scale, self._cfgs = abl, scale, {}
+
+    def config(self, variant: str, sets=()) -> dict | None:
+        """``variant``'s run config at this scale as the files resolve it now, with ``sets`` (None: does not resolve)."""
+        key = (variant, tuple(sets or ()))
+        if key not in self._cfgs:
+            try:
+                self._cfgs[key] = resolve_run_config(self.abl, variant, self.scale, list(sets or ()))
+            except (KeyError, ValueError):  # ConfigError is a ValueError
+                self._cfgs[key] = None
+        return self._cfgs[key]
+
+    def __call__(self, record: dict) -> list[str]:
+        cfg = self.config(record.get("variant"), record.get("sets"))
+        if cfg is None:
+            return ["(the variant or its --set no longer resolves)"]
+        return config_changes(record, cfg)
 
 
-def model_changes(record: dict, cfg: dict | None) -> list[str]:
-    """The keys of the row's network (``model.*``) that differ between ``record``'s config and ``cfg``."""
-    if cfg is None:
-        return []
-    return [k for k in config_changes(record, cfg) if k.startswith(STALE_SECTIONS)]
-
-
-def split_stale(records: list[dict], cfg: dict | None) -> tuple[list[dict], list[dict]]:
-    """``(current, stale)``: a stale record was made with another network than the variant's config defines
-    now (``model.*`` keys differ: the row was redefined, e.g. a new block order); its numbers describe
-    another row, so tables leave it out and say so. Other differences (a ``--set`` of data or schedule, a
-    recalibrated scale file) keep the record: the table shows the store's runs, and ``reproduce run``
-    refuses to skip a record whose config changed."""
-    stale = [r for r in records if model_changes(r, cfg)]
+def split_stale(records: list[dict], drift: ConfigDrift) -> tuple[list[dict], list[dict]]:
+    """``(current, stale)`` by :class:`ConfigDrift`: a stale record was made with another config than its
+    row's now; its numbers describe another experiment, so tables leave it out and count it."""
+    stale = [r for r in records if drift(r)]
     return [r for r in records if not any(r is x for x in stale)], stale
 
 
@@ -141,13 +157,14 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
     gets its params / FLOPs from the module its config builds."""
     abl = load_ablation(ablation)
     cfgs = current_configs(abl, scale)
+    drift = ConfigDrift(abl, scale)
     all_recs = load_records(ablation, runs_root)
     # an unreadable record's scale is unknown: its row says so at every scale
     recs = [r for r in all_recs if r["status"] == UNREADABLE]
     stale_recs = []
     for v in abl["variants"]:
         cur, old = split_stale([r for r in all_recs if r.get("variant") == v and r.get("scale") == scale
-                                and r["status"] != UNREADABLE], cfgs[v])
+                                and r["status"] != UNREADABLE], drift)
         recs += cur
         stale_recs += old
     metrics = abl.get("table", {}).get("metrics", ["AP", "AP50", "AP75", "APs", "APm", "APl"])
@@ -177,7 +194,8 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
                 if (r.get("heldout_metrics") or {}).get(primary, -1) >= 0]
         row["heldout"] = (*_mean_std(held), len(held))
         row["stale"] = len(stale)
-        row["stale_keys"] = sorted({k for r in stale for k in model_changes(r, cfgs[v])})
+        row["stale_keys"] = sorted({k for r in stale for k in drift(r)})
+        row["sets"] = sorted({" ".join(r["sets"]) for r in done if r.get("sets")})
         row["done_records"] = done
         src = done[0] if done else (vr[0] if vr else {})
         row["params"] = src.get("params")
@@ -339,7 +357,7 @@ def _status(row: dict, total_seeds: int) -> str:
         parts.append(f"{n} record{'s' if n > 1 else ''} unreadable")
     parts = parts or ["not run"]
     if row.get("stale"):  # records of an earlier config, left out
-        parts.append(f"{row['stale']} stale (model changed)")
+        parts.append(f"{row['stale']} stale (config changed)")
     return ", ".join(parts)
 
 
@@ -471,8 +489,11 @@ def _row_notes(summary: dict) -> list[str]:
     for r in summary["rows"]:
         if r.get("stale"):
             keys = ", ".join(r["stale_keys"][:4]) + (" ..." if len(r["stale_keys"]) > 4 else "")
-            notes.append(f"{r['label']}: {r['stale']} record(s) of an earlier model left out (changed: {keys}); "
-                         "the row is filled again when re-run")
+            notes.append(f"{r['label']}: {r['stale']} record(s) of another config left out (changed since the run: "
+                         f"{keys}); the row is filled again when re-run (`reproduce run --rerun-changed`)")
+        for sets in r.get("sets") or []:
+            n = sum(" ".join(x.get("sets") or []) == sets for x in r.get("done_records") or [])
+            notes.append(f"{r['label']}: {n} run(s) made with `--set {sets.replace(' ', ' --set ')}`")
         if r.get("size_note"):
             notes.append(f"{r['label']}: params / FLOPs not counted: {r['size_note']}")
     counted = [r["label"] for r in summary["rows"] if r.get("size_from") == "module"]
@@ -798,10 +819,10 @@ def plot_calibration(runs_root, path: Path, scale: str = "cpu") -> Path | None:
         if scale not in ablation_scales(abl) or not refs:
             continue
         recs = load_records(name, runs_root)
+        drift = ConfigDrift(abl, scale)
         for variant in refs:
-            cfg = resolve_run_config(abl, variant, scale)
             current = [r for r in recs if r.get("variant") == variant and r.get("scale") == scale
-                       and r.get("status") == "completed" and not config_changes(r, cfg)]
+                       and r.get("status") == "completed" and not drift(r)]
             curves = [[c for c in r.get("curve") or [] if c.get("step") is not None and c.get("AP") is not None]
                       for r in current]
             curves = [c for c in curves if c]

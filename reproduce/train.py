@@ -113,7 +113,8 @@ def _measure(module, cfg: dict, speed: bool = True) -> dict:
 
 
 def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, paper: str = "suite",
-            runs_root: str | Path | None = None, use_wandb: bool | None = None, log=print) -> dict:
+            runs_root: str | Path | None = None, use_wandb: bool | None = None, sets: list[str] | None = None,
+            log=print) -> dict:
     """Train and evaluate one run; returns its final record (also written to disk).
 
     The attempt holds the run's lock (another live process training this run raises
@@ -137,7 +138,7 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
             if resume is None:
                 clear_stale_checkpoints(out)
             record = run.begin({"ablation": ablation, "variant": variant, "seed": seed, "scale": scale,
-                                "paper": paper, "config": cfg, "requested_config": cfg,
+                                "paper": paper, "config": cfg, "requested_config": cfg, "sets": list(sets or []),
                                 "resumed_from": str(resume) if resume else None, "launch": tag})
         else:  # resume from the checkpoint rank 0 chose, so that every rank restores the same state
             record = run.adopt(wait_for_launch_record(path, tag))

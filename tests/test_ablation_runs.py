@@ -37,6 +37,7 @@ def test_expand_merges_scale_common_variant(test_configs):
     assert cfg["data"]["image_size"] == 64 and cfg["data"]["clutter"] == 4  # common over scale
     assert cfg["debug"]["fail_at_step"] == 1 and cfg["optimizer"]["lr"] == 0.5
     assert "label" not in cfg and "paper" not in cfg
+    assert all(s.sets == ["optimizer.lr=0.5"] for s in specs)
 
 
 def test_failed_run_is_recorded_and_others_complete(test_configs, runs_root):
@@ -104,6 +105,7 @@ def test_interrupted_run_resumes_from_checkpoint(test_configs, runs_root):
     out = run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["trainer.max_epochs=1"], isolate=False,
                        runs_root=runs_root, log=lambda *a: None)[0]
     assert out["status"] == "completed" and out["resumed_from"] is None and out["epochs"] == 1
+    assert out["sets"] == ["trainer.max_epochs=1"]  # kept: tables tell a run's own overrides from a changed file
 
 
 def state_curve(ckpt_state: dict) -> list[dict]:

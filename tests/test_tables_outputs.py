@@ -28,10 +28,10 @@ SPEC = {
 }
 
 
-def _record(abl, variant, seed, ap, fps, macs, cfg=None):
-    cfg = cfg or resolve_run_config(abl, variant, "smoke")
+def _record(abl, variant, seed, ap, fps, macs, cfg=None, sets=None):
+    cfg = cfg or resolve_run_config(abl, variant, "smoke", sets)
     return {"ablation": "t_out", "variant": variant, "seed": seed, "scale": "smoke", "status": "completed",
-            "config": cfg, "requested_config": cfg, "metrics": {"AP": ap, "AP50": ap * 2},
+            "config": cfg, "requested_config": cfg, "sets": sets or [], "metrics": {"AP": ap, "AP50": ap * 2},
             "params": 1_000_000, "macs": macs, "macs_input_size": 64, "speed": {"fps": fps, "threads": 1},
             "curve": [{"epoch": 1, "AP": ap}], "wall_time_s": 120.0, "cpu_time_s": 90.0, "load_average": [1.5, 2, 2.25],
             "git": {"commit": "c" * 40, "dirty": False}}
@@ -48,9 +48,12 @@ def tables(install_ablation, runs_root):
         write_record(record_path("t_out", "b", seed, runs_root), _record(abl, "b", seed, ap_b, 9.2, 300_000_000))
     old = copy.deepcopy(resolve_run_config(abl, "d", "smoke"))
     old["model"]["backbone"] = "resnet34_fpn"  # the variant's network has changed since this run
-    tweaked = copy.deepcopy(resolve_run_config(abl, "e", "smoke"))
-    tweaked["trainer"]["max_epochs"] = 7  # a run made with a --set of the schedule: still the row's network
-    write_record(record_path("t_out", "e", 0, runs_root), _record(abl, "e", 0, 0.1, 9.0, 200_000_000, cfg=tweaked))
+    # a run made with a --set of the schedule: the config files plus its own override give its config
+    write_record(record_path("t_out", "e", 0, runs_root),
+                 _record(abl, "e", 0, 0.1, 9.0, 200_000_000, sets=["trainer.max_epochs=7"]))
+    recalibrated = copy.deepcopy(resolve_run_config(abl, "e", "smoke"))
+    recalibrated["data"]["train_images"] = 800  # the scale file has changed since this run (no --set)
+    write_record(record_path("t_out", "e", 1, runs_root), _record(abl, "e", 1, 0.5, 9.0, 200_000_000, cfg=recalibrated))
     write_record(record_path("t_out", "d", 0, runs_root), _record(abl, "d", 0, 0.9, 50.0, 100_000_000, cfg=old))
     paths = write_ablation_tables("t_out", runs_root=runs_root, reports=cfg_dir.parent / "reports")
     return {p.name: p for p in paths}, runs_root
@@ -60,10 +63,13 @@ def test_stale_records_are_left_out_and_counted(tables):
     paths, runs_root = tables
     md = paths["t_out.md"].read_text()
     row = next(ln for ln in md.splitlines() if ln.startswith("| D, redefined"))
-    assert "| not run |" in row and "1 stale (model changed)" in row and "90.0" not in row
-    assert "1 record(s) of an earlier model left out (changed: model.backbone)" in md
+    assert "| not run |" in row and "1 stale (config changed)" in row and "90.0" not in row
+    assert "1 record(s) of another config left out (changed since the run: model.backbone)" in md
     e = next(ln for ln in md.splitlines() if ln.startswith("| E, run with"))
-    assert "| 10.0 (n=1) |" in e and "stale" not in e  # another schedule (a --set) is not another row
+    # the --set run stays in its row and is named; the run of a since-recalibrated scale is left out
+    assert "| 10.0 (n=1) |" in e and "1 stale (config changed)" in e and "50.0" not in e
+    assert "E, run with a --set: 1 run(s) made with `--set trainer.max_epochs=7`" in md
+    assert "E, run with a --set: 1 record(s) of another config left out (changed since the run: data.train_images)" in md
     rows = list(csv.DictReader(io.StringIO(paths["t_out_runs.csv"].read_text())))
     d = [r for r in rows if r["variant"] == "d"]
     assert len(d) == 1 and d[0]["config_current"] == "False" and float(d[0]["AP"]) == pytest.approx(90.0)
@@ -100,7 +106,8 @@ def test_fps_relative_links_and_summary_csv(tables):
 def test_tidy_runs_csv_has_one_row_per_record(tables):
     rows = list(csv.DictReader(io.StringIO(tables[0]["t_out_runs.csv"].read_text())))
     assert [(r["variant"], r["seed"]) for r in rows] == [("a", "0"), ("a", "1"), ("b", "0"), ("b", "1"), ("d", "0"),
-                                                         ("e", "0")]
+                                                         ("e", "0"), ("e", "1")]
+    assert [r["config_current"] for r in rows[4:]] == ["False", "True", "False"]
     r = rows[2]
     assert (r["ablation"], r["scale"], r["status"]) == ("t_out", "smoke", "completed")
     assert float(r["AP"]) == pytest.approx(30.0) and float(r["AP50"]) == pytest.approx(60.0)
