@@ -146,6 +146,20 @@ def test_settings_validation(tiny_data):
         S.resolve_settings({"order": "fish", "data": tiny_data, "budget": 3})
 
 
+def test_proxy_trains_with_the_rows_loss_unless_set(tiny_data):
+    """The search proxy ranks candidates with the RetinaNet loss and matching of the rows it searches for."""
+    official = {"focal_gamma": 1.5, "box_loss": "huber", "huber_delta": 0.1, "box_loss_weight": 50.0,
+                "fg_iou_thresh": 0.5, "bg_iou_thresh": 0.5}
+    cfg = {"model": {"detector": "retinanet_spinenet", "anchor_size": 3, **official}}
+    assert S.resolve_settings({"order": "fish", "data": tiny_data}, cfg)["proxy"]["loss"] == official
+    own = S.resolve_settings({"order": "fish", "data": tiny_data, "proxy": {"loss": {}}}, cfg)
+    assert own["proxy"]["loss"] == {}  # torchvision's defaults, when asked for
+    task = S.ProxyTask("fish", tiny_data, {**S.DEFAULT_PROXY, "image_size": 64, "holdout_images": 2, "loss": official})
+    det = task.build(SP.order_table("fish"), seed=0)
+    assert det.head.loss.focal_gamma == 1.5 and det.head.loss.box_loss == "huber"
+    assert det.proposal_matcher.low_threshold == det.proposal_matcher.high_threshold == 0.5
+
+
 def test_committed_found_specs_match_the_cpu_config():
     """The cpu-scale Hourglass / Fish runs adopt the committed search results (no search on their CPU)."""
     for order in SP.ORDERS:

@@ -107,6 +107,8 @@ SPINENET_TPU_LOSS = RetinaNetLoss(focal_alpha=0.25, focal_gamma=1.5, box_loss="h
                                   box_loss_weight=50.0)
 SPINENET_TPU_MATCHING = {"fg_iou_thresh": 0.5, "bg_iou_thresh": 0.5}  # argmax matcher, no ignore band [code]
 TORCHVISION_MATCHING = {"fg_iou_thresh": 0.5, "bg_iou_thresh": 0.4}
+# the keyword arguments of ``retinanet`` / ``retinanet_spinenet`` that set its loss and anchor matching
+RETINANET_LOSS_KEYS = (*RetinaNetLoss.__dataclass_fields__, *TORCHVISION_MATCHING)
 
 
 class RetinaNetLossHead(RetinaNetHead):

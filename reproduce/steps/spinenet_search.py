@@ -65,6 +65,7 @@ from reproduce.data.datamodule import collate, synthetic_root, synthetic_spec
 from reproduce.data.synth import GENERATOR_VERSION
 from reproduce.data.transforms import build_transforms
 from reproduce.models import create_detector
+from reproduce.models.detectors import RETINANET_LOSS_KEYS
 from reproduce.models.spinenet.architectures import ARCHITECTURES
 from reproduce.models.spinenet.search_space import (FOUND_DIR, ORDERS, connections_of, mutate, order_table,
                                                     sample_connections, search_space_problems)
@@ -84,6 +85,7 @@ DEFAULT_PROXY = {
     "bn_momentum": 0.1,  # hypothesis: short runs need a fast BN running average
     "norm": "bn",  # backbone norm (bn | gn): the proxy normalises like the rows it ranks
     "head_norm": "bn",  # RetinaNet head norm (bn | gn)
+    "loss": None,  # RetinaNet loss and matching keys (RETINANET_LOSS_KEYS); None: the rows' own (model section)
     "image_size": 128,
     "batch_size": 4,
     "train_steps": 100,
@@ -156,7 +158,7 @@ class ProxyTask:
                                width_multiplier=float(p["width_multiplier"]),
                                resample_alpha_multiplier=float(p["resample_alpha_multiplier"]),
                                head_filters=p.get("head_filters"), bn_momentum=p.get("bn_momentum"),
-                               head_norm=p.get("head_norm")).to(self.device)
+                               head_norm=p.get("head_norm"), **(p.get("loss") or {})).to(self.device)
 
     def score(self, table, seed: int) -> dict:
         """Proxy-train ``table`` and return its held-out COCO metrics, last loss and times."""
@@ -217,6 +219,9 @@ def resolve_settings(step: dict | None = None, cfg: dict | None = None) -> dict:
         if "data" not in cfg:
             raise ValueError("no data for the proxy: set spinenet_search.data or the run's data section")
         settings["data"] = dict(cfg["data"])
+    if settings["proxy"]["loss"] is None:  # the proxy trains with the loss of the rows it ranks
+        model = cfg.get("model") or {}
+        settings["proxy"]["loss"] = {k: model[k] for k in RETINANET_LOSS_KEYS if k in model}
     return settings
 
 
