@@ -3,7 +3,9 @@ Hourglass and Fish block orders (hypothesis orders), with searched and with rule
 
 Variants, scale-down, paper values (recalled) and claims: configs/ablations/spinenet_scale_permutation.yaml.
 The searched rows run the recorded step ``spinenet_connection_search`` (reproduce/steps/spinenet_search.py),
-which at the cpu scale adopts the committed result reproduce/models/spinenet/found/<order>.json.
+which adopts a committed result reproduce/models/spinenet/found/<order>.json when its settings and block
+order equal the run's (none is committed yet: the first run of a searched row searches, 1800 s per order
+at the cpu scale, and records its result under runs/_prepare/spinenet_connection_search/).
 Output: runs/spinenet_scale_permutation/ (records), reports/spinenet_scale_permutation.md (table).
 
     python ablations/spinenet_scale_permutation.py --scale cpu --seeds 3

@@ -79,3 +79,20 @@ def test_fit_runs_one_model_config(tmp_path, monkeypatch, capsys):
     rec = read_record(record_path("fit", "tiny", 0, runs))
     assert rec["status"] == "completed" and rec["metrics"]["AP"] >= 0
     assert rec["config"]["optimizer"]["warmup_epochs"] == 1 and "warmup_steps" not in rec["config"]["optimizer"]
+
+
+def test_every_ablation_has_its_thin_script():
+    """``ablations/<name>.py`` exists for every ``configs/ablations/<name>.yaml`` and runs that ablation."""
+    from pathlib import Path
+
+    from reproduce.config import list_ablations
+
+    root = Path(__file__).resolve().parents[1] / "ablations"
+    for name in list_ablations():
+        script = root / f"{name}.py"
+        assert script.is_file(), f"{script} missing"
+        text = script.read_text()
+        assert f'NAME = "{name}"' in text or f'main("{name}")' in text
+    out = subprocess.run([sys.executable, str(root / "nats_groups.py"), "--scale", "smoke", "--seeds", "1", "--dry-run"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "nats_groups/retinanet_nats_g2" in out.stdout, out.stderr[-2000:]

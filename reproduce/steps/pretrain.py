@@ -35,7 +35,7 @@ another live process is waited for.
 
 Design choices where the paper is silent (**hypothesis**): 64 px single-object images; AdamW
 (lr 2e-3, wd 0.05, cosine, half-epoch warm-up); the BN trunk keeps training its BN statistics when
-fine-tuned (batch 8 at ``cpu`` scale), as the from-scratch rows do.
+fine-tuned (batch 4 at ``cpu`` scale), as the from-scratch rows do.
 """
 from __future__ import annotations
 

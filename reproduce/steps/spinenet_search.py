@@ -90,7 +90,7 @@ DEFAULT_PROXY = {
     "batch_size": 4,
     "train_steps": 100,
     "holdout_images": 100,
-    "lr": 1.0e-3,  # AdamW, linear warm-up then cosine (hypothesis: the cpu scale's optimizer)
+    "lr": 1.0e-3,  # AdamW, linear warm-up then cosine (hypothesis; the cpu scale's search sets 2e-3, its rows' lr)
     "weight_decay": 1.0e-4,
     "warmup_steps": 10,
     "grad_clip": 10.0,
