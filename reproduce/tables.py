@@ -618,14 +618,15 @@ def plot_speed_accuracy(summary: dict, path: Path) -> Path | None:
                    f"{summary['ablation']['name']} ({summary['scale']}): speed vs accuracy")
 
 
-def plot_searched_archs(name: str, scale: str, runs_root, out_dir: Path) -> list[Path]:
+def plot_searched_archs(summary: dict, out_dir: Path) -> list[Path]:
     """NATS rows (issue 7, the paper's discovered transformation): one heat map of the searched
-    dilations per stage and layer for each distinct ``nats_search`` arch that the completed records of
-    ``scale`` trained, ``<out_dir>/<name>_<scale>_<variant>_dilations.png`` (``-k`` suffix from the
-    second distinct arch of a variant on). Nothing for ablations without a searched arch."""
+    dilations per stage and layer for each distinct ``nats_search`` arch that the table's completed
+    records trained (records of another config left out, as in the table),
+    ``<out_dir>/<name>_<scale>_<variant>_dilations.png`` (``-k`` suffix from the second distinct arch of a
+    variant on). Nothing for ablations without a searched arch."""
     from .models.nats_figure import plot_arch, search_costs
 
-    recs = [r for r in load_records(name, runs_root) if r.get("scale") == scale]
+    name, scale, recs = summary["ablation"]["name"], summary["scale"], summary["records"]
     out = []
     for variant, info in sorted(search_costs(recs).items()):
         for k, arch in enumerate(a for a in info["arch"] if Path(a).is_file()):
@@ -633,6 +634,16 @@ def plot_searched_archs(name: str, scale: str, runs_root, out_dir: Path) -> list
             out.append(plot_arch(arch, out_dir / f"{name}_{scale}_{variant}{suffix}_dilations.png",
                                  title=f"{name} ({scale}), {variant}: searched dilations{suffix}"))
     return out
+
+
+def _remove_stale_figures(name: str, written: list[Path], figures: Path) -> None:
+    """Delete ``<figures>/<name>_*.png`` files this pass did not write (e.g. a dilation map of records now
+    of another config): the figures folder and its index hold what the records show, nothing older."""
+    longer = [o for o in list_ablations() if o != name and o.startswith(name + "_")]
+    keep = {p.resolve() for p in written}
+    for p in figures.glob(f"{name}_*.png"):
+        if p.resolve() not in keep and not any(p.name.startswith(o + "_") for o in longer):
+            p.unlink()
 
 
 def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) -> list[Path]:
@@ -661,7 +672,7 @@ def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) ->
             if sp:
                 md.append(f"![speed vs accuracy](figures/{sp.name})\n")
                 written.append(sp)
-        for fig in plot_searched_archs(name, scale, runs_root, reports / "figures"):
+        for fig in plot_searched_archs(s, reports / "figures"):
             md.append(f"![searched dilations: {fig.stem}](figures/{fig.name})\n")
             written.append(fig)
         fl = plot_ap_vs_flops(s, reports / "figures" / f"{name}_{scale}_ap_vs_flops.png")
@@ -677,6 +688,7 @@ def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) ->
     with open(reports / f"{name}_runs.csv", "w", newline="") as f:
         csv.writer(f).writerows([RUNS_CSV_COLUMNS] + run_rows)
     (reports / f"{name}.tex").write_text("\n".join(tex))
+    _remove_stale_figures(name, written, reports / "figures")
     return [reports / f"{name}.md", reports / f"{name}.csv", reports / f"{name}_runs.csv", reports / f"{name}.tex",
             *written]
 

@@ -128,6 +128,14 @@ def test_ap_vs_flops_figure_when_rows_differ_in_flops(tables, install_ablation, 
         write_record(record_path("t_same", v, 0, runs_root), rec)
     written = write_ablation_tables("t_same", runs_root=runs_root, reports=cfg_dir.parent / "reports")
     assert not any(p.name.endswith("_ap_vs_flops.png") for p in written)  # equal FLOPs: no such figure
+    # a figure of an earlier pass that this pass does not draw is removed (the figures folder shows the records)
+    figures = cfg_dir.parent / "reports" / "figures"
+    (figures / "t_same_smoke_a_dilations.png").write_bytes(b"old")
+    (figures / "t_same_more_smoke_curves.png").write_bytes(b"another ablation's")  # t_same_more is an ablation
+    install_ablation("t_same_more", same)
+    written = write_ablation_tables("t_same", runs_root=runs_root, reports=cfg_dir.parent / "reports")
+    assert not (figures / "t_same_smoke_a_dilations.png").exists()
+    assert (figures / "t_same_more_smoke_curves.png").exists() and all(p.exists() for p in written)
 
 
 def _regime_summary(ap_mean: float, n: int = 3, reference="a"):
