@@ -178,7 +178,11 @@ def test_ablation_config_expands_for_smoke_cpu_paper(tmp_path, monkeypatch):
             a, b = runs[f"{det}_original"], runs[f"{det}_nats"]
             assert deep_merge(a, {"model": {"backbone_kwargs": {"search": True}}}) == b
     cpu, paper = specs["cpu"]["faster_rcnn_nats"], specs["paper"]["faster_rcnn_nats"]
-    assert cpu["model"]["rpn_post_nms_top_n_train"] == 300 and cpu["model"]["box_batch_size_per_image"] == 64
+    # the scale's two-stage recipe, as smnas_gnws_vs_pretraining's Faster R-CNN rows
+    smnas = config.resolve_run_config(config.load_ablation("smnas_gnws_vs_pretraining"), "bn_pretrained", "cpu")
+    rpn = [k for k in smnas["model"] if k.startswith("rpn_") or k in ("box_batch_size_per_image", "representation_size")]
+    assert {k: cpu["model"][k] for k in rpn} == {k: smnas["model"][k] for k in rpn}
+    assert cpu["model"]["rpn_post_nms_top_n_train"] == 150 and cpu["model"]["box_batch_size_per_image"] == 64
     assert "rpn_post_nms_top_n_train" not in paper["model"]
     assert paper["model"]["backbone_kwargs"]["base_kwargs"]["arch"].startswith("r50_")
     assert paper["data"]["kind"] == "coco" and paper["pretrain"]["require_weights"] is True
