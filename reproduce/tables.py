@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -438,7 +439,8 @@ def render_markdown(summary: dict) -> str:
     header, body, tags = build_rows(summary)
     name = abl["name"]
     header = header + ["Config, records"]
-    body = [cells + [_links_cell(name, r, summary.get("runs_root"))] for cells, r in zip(body, summary["rows"])]
+    body = [cells + [_links_cell(name, r, summary.get("runs_root"), summary.get("reports"))]
+            for cells, r in zip(body, summary["rows"])]
     lines = [f"## {abl.get('title', name)} — scale `{scale}`", ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
@@ -527,12 +529,20 @@ def _store_name(runs_root) -> str:
     return Path(runs_root).name if runs_root else "runs"
 
 
-def _links_cell(name: str, row: dict, runs_root=None) -> str:
-    """Links from a table row to its variant's config entry and to its records (when it has any)."""
+def _links_cell(name: str, row: dict, runs_root=None, reports: Path | None = None) -> str:
+    """Links from a table row to its variant's config entry and to its records (when it has any). Tables
+    in a reports/ beside configs/ link ``../configs`` and ``../<store>``; tables written elsewhere (``reproduce
+    quickstart --out DIR``) link the config and the store by their relative paths."""
     line = _variant_line(name, row["variant"])
-    cell = f"[config](../configs/ablations/{name}.yaml{f'#L{line}' if line else ''})"
+    configs = Path(_config.CONFIG_DIR).resolve()
+    inside = reports is None or Path(reports).resolve().parent == configs.parent  # reports/ beside configs/
+    href = f"../configs/ablations/{name}.yaml" if inside else \
+        os.path.relpath(configs / "ablations" / f"{name}.yaml", Path(reports).resolve())
+    cell = f"[config]({href}{f'#L{line}' if line else ''})"
     if row["n"] or row["failed"] or row.get("running") or row.get("interrupted"):
-        cell += f", [records](../{_store_name(runs_root)}/{name}/{row['variant']}/)"
+        store = f"../{_store_name(runs_root)}" if inside or not runs_root else \
+            os.path.relpath(Path(runs_root).resolve(), Path(reports).resolve())
+        cell += f", [records]({store}/{name}/{row['variant']}/)"
     return cell
 
 
@@ -661,7 +671,7 @@ def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) ->
     csv_rows, run_rows = [], []
     tex = []
     for scale in scales:
-        s = summarize(name, scale, runs_root)
+        s = {**summarize(name, scale, runs_root), "reports": reports}
         md.append(render_markdown(s))
         fig = plot_curves(s, reports / "figures" / f"{name}_{scale}_curves.png")
         if fig:

@@ -199,3 +199,15 @@ def test_calibration_figure_draws_current_reference_records_only(install_ablatio
     write_record(record_path("t_cal", "a", 0, runs_root), {**rec, "config": cfg, "requested_config": cfg})
     out = plot_calibration(runs_root, tmp_path / "cal.png", scale="smoke")
     assert out == tmp_path / "cal.png" and out.stat().st_size > 1000
+
+
+def test_tables_written_elsewhere_link_the_config_and_records_by_relative_path(tables, tmp_path):
+    """A table outside the project layout (``reproduce quickstart --out DIR``) still links to real files."""
+    import re
+
+    _, runs_root = tables
+    out = tmp_path / "elsewhere" / "reports"
+    md = write_ablation_tables("t_out", runs_root=runs_root, reports=out)[0].read_text()
+    b = next(ln for ln in md.splitlines() if ln.startswith("| B |"))
+    config, records = re.search(r"\[config\]\(([^)#]+)#L\d+\), \[records\]\(([^)]+)\)", b).groups()
+    assert (out / config).resolve().is_file() and (out / records).resolve().is_dir()
