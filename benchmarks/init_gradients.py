@@ -128,14 +128,15 @@ def main(argv=None) -> None:
     notes = [f"Medians over seeds {', '.join(map(str, args.seeds))} (model initialisation); one training batch of the "
              f"`{args.scale}` scale, the same for every row. Features are numbered as in the official spec format "
              "(stem blocks 0 and 1, spec i is feature i + 2); blocks pruned by a damage are not built."]
-    notes.append(f"Growth per block is the geometric mean of the gradient-norm ratio between consecutive "
-                     f"intermediate blocks, going from the last intermediate block back to the first; "
-                     f"{math.sqrt(2):.2f}x per normalisation layer is what one halving of the variance gives.")
+    notes.append(f"'per hop' = (d loss/d feature ratio, first block / P3 output) ** (1 / longest path): the growth per "
+                 f"connection if the gradient went along the longest path only; in a graph with shorter paths too "
+                 f"(R0-SP53: 2-8 connections) the ratio is a mix of paths, so compare the ratios themselves across rows. "
+                 f"{math.sqrt(2):.2f}x per normalisation layer is what one uncompensated halving of the variance gives.")
     save(f"init_gradients_{args.tag}", {
         "title": f"Gradient flow at initialisation: `{args.ablation}` rows",
         "command": command_line(), "environment": environment(),
-        "intro": ["At initialisation, per model: the norm of d loss / d feature at the first and the last intermediate "
-                  "block of the scale-permuted graph, its growth per block going back, the std of the blocks' merged "
+        "intro": ["At initialisation, per model: the norm of d loss / d feature at the first block of the scale-permuted "
+                  "graph against that at its P3 output block, the connections between them, the std of the blocks' merged "
                   "inputs (sum of resampled parents, each ending in a normalisation layer) and the stem's weight "
                   "gradient. See the script's docstring for the mechanism it tests."],
         "columns": list(rows[0].keys()), "rows": rows, "notes": notes})

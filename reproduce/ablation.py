@@ -137,6 +137,11 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
                              f"scale; give this scale its own with --runs-root runs_{scale} (or REPRODUCE_RUNS)")
         tags[id(spec)] = f"[{i}/{len(specs)}] {spec.ablation}/{spec.variant}/seed{spec.seed} ({scale})"
         changed = config_changes(rec, spec.config) if rec and rec.get("status") == "completed" else []
+        if rec and rec.get("status") == "completed" and not changed and "sets" not in rec and not dry_run:
+            # a record from before records kept their --set overrides, equal to this run's config: it was made
+            # with these overrides, and tables need them to tell it from a record of since-changed files
+            with hold_run(path.parent):
+                rec = update_record(path, sets=list(spec.sets))
         if changed:
             keys = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
             if dry_run or rerun_changed:

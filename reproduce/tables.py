@@ -5,7 +5,8 @@ Only records are read: no number is typed. Per ablation and scale, one row per v
 other COCO metrics, params and FLOPs (multiply-adds) counted from the module (from the records, or
 for a row without a run from the module its config builds), measured speed (optionally relative to a
 reference row, ``table.fps_relative_to``), the run status ("not run" for a variant without records,
-"failed" with the reason for failed runs, "stale" records of an earlier network left out) and links
+"failed" with the reason for failed runs, "stale" records of another config left out: see
+:class:`ConfigDrift`) and links
 to the row's config entry and records. Below the table: footnotes for every provenance tag used, the
 scale-down against the paper, and a verdict per claim (an ordering, or "close" within a tolerance
 either way, against the seed spread). Files: ``<ablation>.csv`` (the cells, then numeric mean / std / n
@@ -19,12 +20,13 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shlex
 import statistics
 from pathlib import Path
 
 from . import config as _config
 from .config import ROOT, ablation_scales, list_ablations, load_ablation, resolve_run_config, resolve_scale
-from .records import UNREADABLE, config_changes, load_records, session_of
+from .records import RUNS_DIR, UNREADABLE, config_changes, load_records, session_of
 
 REPORTS = ROOT / "reports"  # the project's, whatever the cwd (the CLI gives other record stores their own)
 MARKERS = {"paper": "", "paper via 3rd": "‡", "code": "*", "3rd": "‡", "derived": "°", "recalled": "†",
@@ -120,7 +122,14 @@ class ConfigDrift:
         return self._cfgs[key]
 
     def __call__(self, record: dict) -> list[str]:
-        cfg = self.config(record.get("variant"), record.get("sets"))
+        if record.get("status") == UNREADABLE:
+            return ["(the record is unreadable)"]
+        if record.get("scale") != self.scale:
+            return [f"(a {record.get('scale')!r}-scale record, not {self.scale!r})"]
+        sets = record.get("sets") or []
+        if not (isinstance(sets, list) and all(isinstance(x, str) for x in sets)):
+            return ["(its sets field is not a list of KEY=VALUE strings)"]
+        cfg = self.config(record.get("variant"), sets)
         if cfg is None:
             return ["(the variant or its --set no longer resolves)"]
         return config_changes(record, cfg)
@@ -154,7 +163,7 @@ def module_size(cfg: dict | None) -> tuple[int | None, int | None, str | None]:
 
 def summarize(ablation: str, scale: str, runs_root=None) -> dict:
     """Aggregate the records of one ablation at one scale: per variant, metric lists and statuses.
-    Records of an earlier network of a variant (stale) are left out and counted; a row without a run
+    Records of another config (stale, :class:`ConfigDrift`) are left out and counted; a row without a run
     gets its params / FLOPs from the module its config builds."""
     abl = load_ablation(ablation)
     cfgs = current_configs(abl, scale)
@@ -196,7 +205,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["heldout"] = (*_mean_std(held), len(held))
         row["stale"] = len(stale)
         row["stale_keys"] = sorted({k for r in stale for k in drift(r)})
-        row["sets"] = sorted({" ".join(r["sets"]) for r in done if r.get("sets")})
+        row["sets"] = sorted({tuple(r["sets"]) for r in done if r.get("sets")})
         row["done_records"] = done
         src = done[0] if done else (vr[0] if vr else {})
         row["params"] = src.get("params")
@@ -494,8 +503,9 @@ def _row_notes(summary: dict) -> list[str]:
             notes.append(f"{r['label']}: {r['stale']} record(s) of another config left out (changed since the run: "
                          f"{keys}); the row is filled again when re-run (`reproduce run --rerun-changed`)")
         for sets in r.get("sets") or []:
-            n = sum(" ".join(x.get("sets") or []) == sets for x in r.get("done_records") or [])
-            notes.append(f"{r['label']}: {n} run(s) made with `--set {sets.replace(' ', ' --set ')}`")
+            n = sum(tuple(x.get("sets") or ()) == sets for x in r.get("done_records") or [])
+            flags = " ".join(f"--set {shlex.quote(s)}" for s in sets)
+            notes.append(f"{r['label']}: {n} run(s) made with `{flags}`")
         if r.get("size_note"):
             notes.append(f"{r['label']}: params / FLOPs not counted: {r['size_note']}")
     counted = [r["label"] for r in summary["rows"] if r.get("size_from") == "module"]
@@ -529,6 +539,14 @@ def _store_name(runs_root) -> str:
     return Path(runs_root).name if runs_root else "runs"
 
 
+def _relative(target: Path, start: Path) -> str:
+    """``target`` relative to ``start`` (absolute when there is no relative path, e.g. across drives)."""
+    try:
+        return os.path.relpath(target.resolve(), start.resolve())
+    except ValueError:
+        return str(target.resolve())
+
+
 def _links_cell(name: str, row: dict, runs_root=None, reports: Path | None = None) -> str:
     """Links from a table row to its variant's config entry and to its records (when it has any). Tables
     in a reports/ beside configs/ link ``../configs`` and ``../<store>``; tables written elsewhere (``reproduce
@@ -536,12 +554,11 @@ def _links_cell(name: str, row: dict, runs_root=None, reports: Path | None = Non
     line = _variant_line(name, row["variant"])
     configs = Path(_config.CONFIG_DIR).resolve()
     inside = reports is None or Path(reports).resolve().parent == configs.parent  # reports/ beside configs/
-    href = f"../configs/ablations/{name}.yaml" if inside else \
-        os.path.relpath(configs / "ablations" / f"{name}.yaml", Path(reports).resolve())
+    href = f"../configs/ablations/{name}.yaml" if inside else _relative(configs / "ablations" / f"{name}.yaml",
+                                                                          Path(reports))
     cell = f"[config]({href}{f'#L{line}' if line else ''})"
     if row["n"] or row["failed"] or row.get("running") or row.get("interrupted"):
-        store = f"../{_store_name(runs_root)}" if inside or not runs_root else \
-            os.path.relpath(Path(runs_root).resolve(), Path(reports).resolve())
+        store = f"../{_store_name(runs_root)}" if inside else _relative(Path(runs_root or RUNS_DIR), Path(reports))
         cell += f", [records]({store}/{name}/{row['variant']}/)"
     return cell
 
@@ -843,8 +860,9 @@ def plot_calibration(runs_root, path: Path, scale: str = "cpu") -> Path | None:
         recs = load_records(name, runs_root)
         drift = ConfigDrift(abl, scale)
         for variant in refs:
+            base = drift.config(variant)  # the scale as configured: runs with their own --set are left out too
             current = [r for r in recs if r.get("variant") == variant and r.get("scale") == scale
-                       and r.get("status") == "completed" and not drift(r)]
+                       and r.get("status") == "completed" and base is not None and not config_changes(r, base)]
             curves = [[c for c in r.get("curve") or [] if c.get("step") is not None and c.get("AP") is not None]
                       for r in current]
             curves = [c for c in curves if c]

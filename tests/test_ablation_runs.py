@@ -208,6 +208,24 @@ def test_record_of_another_scale_is_an_error_and_kept(test_configs, runs_root):
     assert read_record(path)["metrics"] == {"AP": 0.1}
 
 
+def test_record_from_before_sets_were_kept_gets_the_overrides_of_the_run_that_skips_it(test_configs, runs_root):
+    """A completed record with no ``sets`` field that a run with ``--set`` finds unchanged was made with those
+    overrides: the run writes them into it, so tables keep it in its row instead of calling it stale."""
+    from reproduce.config import load_ablation
+    from reproduce.tables import ConfigDrift
+
+    spec = expand("t_abl", "smoke", seeds=1, variants=["good"], sets=["optimizer.lr=0.5"])[0]
+    path = record_path("t_abl", "good", 0, runs_root)
+    write_record(path, {"variant": "good", "seed": 0, "status": "completed", "scale": "smoke", "metrics": {"AP": 0.1},
+                        "requested_config": spec.config})
+    drift = ConfigDrift(load_ablation("t_abl"), "smoke")
+    assert drift(read_record(path)) == ["optimizer.lr"]  # without its overrides it reads as another config
+    run_ablation("t_abl", "smoke", seeds=1, variants=["good"], sets=["optimizer.lr=0.5"], isolate=False,
+                 runs_root=runs_root, log=lambda *a: None)
+    rec = read_record(path)
+    assert rec["sets"] == ["optimizer.lr=0.5"] and rec["metrics"] == {"AP": 0.1} and drift(rec) == []
+
+
 def test_completed_record_of_another_config_is_an_error_until_rerun_changed(test_configs, runs_root):
     """A scale or --set change after a run completed is not skipped silently: an error naming the keys
     (record kept); result-neutral keys (logger, loader workers) do not count; --rerun-changed reruns."""

@@ -154,6 +154,8 @@ def test_proxy_trains_with_the_rows_loss_unless_set(tiny_data):
     assert S.resolve_settings({"order": "fish", "data": tiny_data}, cfg)["proxy"]["loss"] == official
     own = S.resolve_settings({"order": "fish", "data": tiny_data, "proxy": {"loss": {}}}, cfg)
     assert own["proxy"]["loss"] == {}  # torchvision's defaults, when asked for
+    with pytest.raises(ValueError, match="unknown spinenet_search proxy loss keys.*focal_gamma"):
+        S.resolve_settings({"order": "fish", "data": tiny_data, "proxy": {"loss": {"focal_gama": 1.5}}}, cfg)
     task = S.ProxyTask("fish", tiny_data, {**S.DEFAULT_PROXY, "image_size": 64, "holdout_images": 2, "loss": official})
     det = task.build(SP.order_table("fish"), seed=0)
     assert det.head.loss.focal_gamma == 1.5 and det.head.loss.box_loss == "huber"
@@ -161,7 +163,8 @@ def test_proxy_trains_with_the_rows_loss_unless_set(tiny_data):
 
 
 def test_committed_found_specs_match_the_cpu_config():
-    """The cpu-scale Hourglass / Fish runs adopt the committed search results (no search on their CPU)."""
+    """A committed search result (reproduce/models/spinenet/found/<order>.json) matches the cpu config it would
+    be adopted for; none is committed yet (the cpu runs search), so this checks nothing until one is."""
     for order in SP.ORDERS:
         path = SP.FOUND_DIR / f"{order}.json"
         if not path.is_file():

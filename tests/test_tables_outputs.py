@@ -50,7 +50,7 @@ def tables(install_ablation, runs_root):
     old["model"]["backbone"] = "resnet34_fpn"  # the variant's network has changed since this run
     # a run made with a --set of the schedule: the config files plus its own override give its config
     write_record(record_path("t_out", "e", 0, runs_root),
-                 _record(abl, "e", 0, 0.1, 9.0, 200_000_000, sets=["trainer.max_epochs=7"]))
+                 _record(abl, "e", 0, 0.1, 9.0, 200_000_000, sets=["trainer.max_epochs=7", "data.hflip=0.25"]))
     recalibrated = copy.deepcopy(resolve_run_config(abl, "e", "smoke"))
     recalibrated["data"]["train_images"] = 800  # the scale file has changed since this run (no --set)
     write_record(record_path("t_out", "e", 1, runs_root), _record(abl, "e", 1, 0.5, 9.0, 200_000_000, cfg=recalibrated))
@@ -68,7 +68,7 @@ def test_stale_records_are_left_out_and_counted(tables):
     e = next(ln for ln in md.splitlines() if ln.startswith("| E, run with"))
     # the --set run stays in its row and is named; the run of a since-recalibrated scale is left out
     assert "| 10.0 (n=1) |" in e and "1 stale (config changed)" in e and "50.0" not in e
-    assert "E, run with a --set: 1 run(s) made with `--set trainer.max_epochs=7`" in md
+    assert "E, run with a --set: 1 run(s) made with `--set trainer.max_epochs=7 --set data.hflip=0.25`" in md
     assert "E, run with a --set: 1 record(s) of another config left out (changed since the run: data.train_images)" in md
     rows = list(csv.DictReader(io.StringIO(paths["t_out_runs.csv"].read_text())))
     d = [r for r in rows if r["variant"] == "d"]

@@ -222,6 +222,9 @@ def resolve_settings(step: dict | None = None, cfg: dict | None = None) -> dict:
     if settings["proxy"]["loss"] is None:  # the proxy trains with the loss of the rows it ranks
         model = cfg.get("model") or {}
         settings["proxy"]["loss"] = {k: model[k] for k in RETINANET_LOSS_KEYS if k in model}
+    bad = sorted(set(settings["proxy"]["loss"]) - set(RETINANET_LOSS_KEYS))
+    if bad:
+        raise ValueError(f"unknown spinenet_search proxy loss keys {bad}; valid: {', '.join(RETINANET_LOSS_KEYS)}")
     return settings
 
 
