@@ -168,8 +168,9 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
         from .launchers import launcher_options, run_overrides, submit_array
 
         opts = launcher_options(pending[0].config, launcher_flags)
+        devices = run_overrides(opts)
         for spec in pending:
-            spec.config, spec.sets = apply_sets(spec.config, run_overrides(opts)), [*spec.sets, *run_overrides(opts)]
+            spec.config, spec.sets = apply_sets(spec.config, devices), [*spec.sets, *devices]
         submitted = submit_array(pending, opts, runs_root, cluster=submitit_cluster)
         for spec, job in zip(pending, submitted):
             log(f"{tags[id(spec)]}: submitted as job {job.job_id}")

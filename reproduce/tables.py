@@ -88,17 +88,6 @@ def _tag_marker(tag: str | None) -> str:
 ARCH_CHANGING_STEPS = ("spinenet_connection_search",)
 
 
-def current_configs(abl: dict, scale: str) -> dict[str, dict | None]:
-    """Each variant's run config at ``scale`` as the config files resolve it now (None: does not resolve)."""
-    out = {}
-    for v in abl["variants"]:
-        try:
-            out[v] = resolve_run_config(abl, v, scale)
-        except (KeyError, ValueError):
-            out[v] = None
-    return out
-
-
 class ConfigDrift:
     """Which records of an ablation still describe their row: ``drift(record)`` is the list of config keys
     (result-relevant, :func:`reproduce.records.config_changes`) in which the run differs from what the
@@ -138,8 +127,10 @@ class ConfigDrift:
 def split_stale(records: list[dict], drift: ConfigDrift) -> tuple[list[dict], list[dict]]:
     """``(current, stale)`` by :class:`ConfigDrift`: a stale record was made with another config than its
     row's now; its numbers describe another experiment, so tables leave it out and count it."""
-    stale = [r for r in records if drift(r)]
-    return [r for r in records if not any(r is x for x in stale)], stale
+    current, stale = [], []
+    for r in records:
+        (stale if drift(r) else current).append(r)
+    return current, stale
 
 
 def module_size(cfg: dict | None) -> tuple[int | None, int | None, str | None]:
@@ -166,8 +157,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
     Records of another config (stale, :class:`ConfigDrift`) are left out and counted; a row without a run
     gets its params / FLOPs from the module its config builds."""
     abl = load_ablation(ablation)
-    cfgs = current_configs(abl, scale)
-    drift = ConfigDrift(abl, scale)
+    drift = ConfigDrift(abl, scale)  # also each variant's config as the files resolve it now
     all_recs = load_records(ablation, runs_root)
     # an unreadable record's scale is unknown: its row says so at every scale
     recs = [r for r in all_recs if r["status"] == UNREADABLE]
@@ -212,7 +202,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["macs"] = src.get("macs")
         row["size_from"] = "run" if row["params"] is not None else None
         if row["params"] is None:
-            row["params"], row["macs"], row["size_note"] = module_size(cfgs[v])
+            row["params"], row["macs"], row["size_note"] = module_size(drift.config(v))
             row["size_from"] = "module" if row["params"] is not None else None
         row["macs_paper"] = src.get("macs_paper")
         row["paper_input_size"] = src.get("paper_input_size")
