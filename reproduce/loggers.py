@@ -110,3 +110,19 @@ def finish_wandb(loggers: list, exit_code: int = 0) -> dict | None:
             exp.finish(exit_code=exit_code)
             return info
     return None
+
+
+def loss_trace(csv_path: Path, n: int = 5, key: str = "train/loss") -> list[list] | None:
+    """The first ``n`` logged values of ``key`` in a run's CSV as ``[step, value]`` pairs: the fingerprint of
+    its trajectory. Two runs with the same data, initialisation, code and float rounding (thread count,
+    kernels) log bit-identical values; the same run with another rounding differs in the last digits from
+    the first logged step on, and a different run differs at once. ``None`` when the CSV has no such rows."""
+    try:
+        with open(csv_path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get(key)]
+    except OSError:
+        return None
+    first: dict[int, float] = {}
+    for r in rows:  # a resumed run logs the steps after its checkpoint again: keep the first of each
+        first.setdefault(int(r["step"]), float(r[key]))
+    return [[s, first[s]] for s in sorted(first)[:n]] or None

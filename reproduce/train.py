@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import Callback
 
 from .distributed import (clear_hpc_checkpoints, clear_stale_checkpoints, is_launch_rank_zero, launch_tag, resume_checkpoint,
                           wait_for_launch_record)
-from .loggers import finish_wandb, make_loggers
+from .loggers import finish_wandb, loss_trace, make_loggers
 from .steps import run_steps
 from .measure import MACS_NOTE, count_params, detector_macs, inference_speed
 from .records import config_changes, run_dir
@@ -200,3 +200,4 @@ def _close_outputs(record: dict, out: Path, loggers, ok: bool) -> None:
         record["wandb"] = {"error": str(e)}
     csv = out / "csv" / "metrics.csv"
     record["csv"] = str(csv) if csv.is_file() else None
+    record["loss_trace"] = loss_trace(csv) if csv.is_file() else None

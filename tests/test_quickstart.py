@@ -5,7 +5,10 @@ import copy
 
 from reproduce.cli import main
 from reproduce.config import ROOT
-from reproduce.quickstart import comparison
+import json
+
+from reproduce.loggers import loss_trace
+from reproduce.quickstart import comparison, replay_note
 
 
 def _mtimes(folder):
@@ -22,6 +25,8 @@ def test_quickstart_trains_into_a_user_folder(tmp_path, monkeypatch, capsys):
     assert (run / "record.json").is_file() and (run / "csv" / "metrics.csv").is_file()
     assert list((run / "wandb").glob("offline-run-*"))
     assert (out / "reports" / "baseline_detectors.md").is_file()
+    trace = json.loads((run / "record.json").read_text())["loss_trace"]  # the fingerprint a replay compares
+    assert trace and all(isinstance(s, int) and loss > 0 for s, loss in trace)
     assert "| metric | yours (seed 0) | committed (seed 0) |" in text and "| AP |" in text
     assert "No committed record of this run" in text  # no smoke-scale records are committed
     assert before == (_mtimes(ROOT / "reports"), _mtimes(ROOT / "runs" / "baseline_detectors"))
@@ -36,3 +41,23 @@ def test_comparison_says_whether_the_configs_agree():
     assert "| AP | 0.200 | 0.100 | 0.200 ± 0.100 |" in lines and any(ln.startswith("Same config") for ln in lines)
     committed[0]["requested_config"]["optimizer"]["lr"] = 0.2
     assert any("optimizer.lr differ" in ln for ln in comparison(mine, committed))
+
+
+def test_replay_note_tells_a_replay_from_rounding_from_another_run():
+    committed = {"loss_trace": [[9, 1.8588354587554932], [19, 1.518672227859497]], "hardware": {"threads": 1}}
+    same = {"loss_trace": [[9, 1.8588354587554932], [19, 1.518672227859497]], "hardware": {"threads": 1}}
+    rounding = {"loss_trace": [[9, 1.858821988105774], [19, 1.5073740482330322]], "hardware": {"threads": 2}}
+    other = {"loss_trace": [[9, 2.31], [19, 1.9]], "hardware": {"threads": 1}}
+    assert replay_note(same, committed).startswith("Step for step")
+    note = replay_note(rounding, committed)
+    assert note.startswith("Same data and initialisation, other float rounding") and "OMP_NUM_THREADS=1" in note
+    assert "not only the rounding" in replay_note(other, committed)
+    assert "no loss trace" in replay_note(same, {"hardware": {"threads": 1}})
+
+
+def test_loss_trace_keeps_the_first_value_of_a_step_logged_twice(tmp_path):
+    # a resumed run's CSV repeats the steps logged after its checkpoint; val-only rows have no train/loss
+    f = tmp_path / "metrics.csv"
+    f.write_text("epoch,step,train/loss,val/AP\n0,9,1.5,\n0,19,1.25,\n0,19,,0.1\n0,29,1.0,\n0,29,0.75,\n")
+    assert loss_trace(f) == [[9, 1.5], [19, 1.25], [29, 1.0]]
+    assert loss_trace(f, n=1) == [[9, 1.5]] and loss_trace(tmp_path / "missing.csv") is None
