@@ -475,6 +475,9 @@ def render_markdown(summary: dict) -> str:
         for e in r.get("unreadable", []):
             notes.append(f"{r['label']}: `{e}`")
     notes += _row_notes(summary)
+    cost = cost_note(summary)
+    if cost:
+        notes.append(cost)
     for fn in abl.get("table", {}).get("footnotes", []):
         notes.append(fn.strip())
     lines += [f"- {n}" for n in notes]
@@ -482,6 +485,34 @@ def render_markdown(summary: dict) -> str:
     if v:
         lines += ["", "**Does the paper's ordering reproduce?**", ""] + v
     return "\n".join(lines) + "\n"
+
+
+def run_cpu_s(record: dict) -> float | None:
+    """CPU time of a run's own training + evaluation (process and data workers, all threads): a 1-thread
+    run's CPU time is about its wall time on one idle core, whatever else shared the machine. None when
+    not measured, when the run resumed (its earlier attempts' CPU time is not kept) or when it ran a
+    preparation step in its own process (that step's CPU time is in it)."""
+    if record.get("cpu_time_s") is None or record.get("resumed_from"):
+        return None
+    if any(step.get("reused") is False for step in record.get("prepare") or []):
+        return None
+    return float(record["cpu_time_s"])
+
+
+def cost_note(summary: dict) -> str | None:
+    """What the table's runs cost on idle cores, from the CPU time their records measured: the median run,
+    and the whole table on 2 cores running two 1-thread runs at once (the cpu scale's budget: a run <= 15 min,
+    an ablation <= 4 h)."""
+    records = [rec for r in summary["rows"] for rec in r.get("done_records") or []]
+    cpu = sorted(c / 60 for c in (run_cpu_s(rec) for rec in records) if c is not None)
+    if not cpu:
+        return None
+    total_h = statistics.fmean(cpu) * len(records) / 60
+    return (f"Cost on idle cores, from the CPU time of {len(cpu)} of the {len(records)} runs (a 1-thread run's CPU "
+            f"time is about its wall time on one idle core; resumed runs are not counted): median run "
+            f"{statistics.median(cpu):.1f} min (range {cpu[0]:.1f}-{cpu[-1]:.1f}); the {len(records)} runs about "
+            f"{total_h:.1f} h of CPU, {total_h / 2:.1f} h on 2 idle cores running two at once (preparation steps not "
+            "included: see their cost columns).")
 
 
 def _row_notes(summary: dict) -> list[str]:

@@ -211,3 +211,14 @@ def test_tables_written_elsewhere_link_the_config_and_records_by_relative_path(t
     b = next(ln for ln in md.splitlines() if ln.startswith("| B |"))
     config, records = re.search(r"\[config\]\(([^)#]+)#L\d+\), \[records\]\(([^)]+)\)", b).groups()
     assert (out / config).resolve().is_file() and (out / records).resolve().is_dir()
+
+
+def test_cost_note_from_the_current_records_cpu_time(tables):
+    from reproduce.tables import run_cpu_s
+
+    md = tables[0]["t_out.md"].read_text()
+    # the 5 current records (a x2, b x2, e seed 0) measured 90 s of CPU each; stale ones are not counted
+    assert "from the CPU time of 5 of the 5 runs" in md and "median run 1.5 min (range 1.5-1.5)" in md
+    assert run_cpu_s({"cpu_time_s": 60.0, "resumed_from": "last.ckpt"}) is None  # earlier attempts unknown
+    assert run_cpu_s({"cpu_time_s": 60.0, "prepare": [{"kind": "pretrain", "reused": False}]}) is None
+    assert run_cpu_s({"cpu_time_s": 60.0, "prepare": [{"kind": "pretrain", "reused": True}]}) == 60.0
