@@ -10,6 +10,7 @@ which keys differ: its numbers are then a reference, not a check.
 """
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -63,22 +64,34 @@ def comparison(mine: dict, committed: list[dict]) -> list[str]:
     return lines
 
 
-def replay_note(mine: dict, same: dict) -> str:
-    """Whether this run replays the committed one step for step, from their first logged training losses
-    (``loss_trace``). With the same data, initialisation, code and float rounding they are bit-identical;
-    another torch thread count rounds differently from the first step on, and two such runs then drift
-    apart over thousands of steps like two seeds."""
+def replay_relation(mine: dict, same: dict) -> tuple[str | None, float]:
+    """How a run relates to another record of its config, from their first logged training losses
+    (``loss_trace``): ``identical`` (bit for bit: same data, initialisation, code and float rounding),
+    ``rounding`` (the first loss differs by < 1e-3 relative: same data and initialisation, other rounding,
+    e.g. another torch thread count), ``different`` (data, initialisation or code differ) or None (a record
+    without a trace); with the first loss's relative difference."""
     a, b = mine.get("loss_trace"), same.get("loss_trace")
+    pairs = [(x[1], y[1]) for x, y in zip(a or [], b or []) if x[0] == y[0]]
+    if not pairs:
+        return None, math.nan
+    rel = abs(pairs[0][0] - pairs[0][1]) / max(abs(pairs[0][1]), 1e-12)
+    if all(x == y for x, y in pairs):
+        return "identical", 0.0
+    return ("rounding" if rel < 1e-3 else "different"), rel
+
+
+def replay_note(mine: dict, same: dict) -> str:
+    """Whether this run replays the committed one step for step (:func:`replay_relation`). Runs that round
+    differently (another torch thread count) drift apart over thousands of steps like two seeds."""
     ta, tb = ((r.get("hardware") or {}).get("threads") for r in (mine, same))
     threads = f"torch threads: yours {ta or '?'}, committed {tb or '?'}"
-    if not a or not b:
+    relation, rel = replay_relation(mine, same)
+    if relation is None:
         return f"The committed record has no loss trace to compare step by step ({threads})."
-    pairs = [(x[1], y[1]) for x, y in zip(a, b) if x[0] == y[0]]
-    if pairs and all(x == y for x, y in pairs):
-        return (f"Step for step: your first {len(pairs)} logged training losses equal the committed run's bit for "
-                f"bit (same data, initialisation, code and rounding; {threads}).")
-    rel = max(abs(x - y) / max(abs(y), 1e-12) for x, y in pairs[:1]) if pairs else float("inf")
-    if rel < 1e-3:
+    if relation == "identical":
+        return (f"Step for step: your first logged training losses equal the committed run's bit for bit (same "
+                f"data, initialisation, code and rounding; {threads}).")
+    if relation == "rounding":
         return (f"Same data and initialisation, other float rounding: the first logged training loss differs by "
                 f"{rel:.0e} (relative; {threads}), and from there the runs drift apart like two seeds. "
                 f"To replay the committed run bit for bit: OMP_NUM_THREADS={tb} reproduce quickstart ...")

@@ -290,7 +290,7 @@ def test_close_claim_verdicts():
     assert "**not reproduced** (scratch 17% above pre, outside ±10%" in verdicts(summary(0.35, 0.30))[0]
     assert "**not reproduced** (scratch 33% below pre, outside ±10%; 20.0 vs 30.0" in verdicts(summary(0.20, 0.30))[0]
     assert "by less than 2x the seed std" in verdicts(summary(0.20, 0.30, std=0.06))[0]
-    assert "beyond the seed spread" in verdicts(summary(0.20, 0.30, std=0.001))[0]
+    assert "beyond 2x the seed std" in verdicts(summary(0.20, 0.30, std=0.001))[0]
     assert "scratch within ±10% of pre on AP" in verdicts(summary(0.20, 0.30))[0]
     one = summary(0.20, 0.30)
     for r in one["rows"]:
@@ -298,6 +298,26 @@ def test_close_claim_verdicts():
     assert "one seed: no seed spread yet" in verdicts(one)[0]
     one["ablation"]["table"]["claims"] = [{"better": "pre", "worse": "scratch"}]
     assert "**reproduced** (30.0 vs 20.0, gap +10.0, one seed: no seed spread yet)" in verdicts(one)[0]
+
+
+def test_verdicts_compare_a_gap_with_the_scales_run_to_run_std_when_the_seeds_agree_closer():
+    """Three seeds that happen to agree closely do not make a small gap significant: a scale's measured
+    run-to-run std (tables.RUN_TO_RUN_STD) is a floor under the seed std."""
+    from reproduce.tables import RUN_TO_RUN_STD, verdicts
+
+    def summary(gap, std, scale):
+        rows = [{"variant": "a", "n": 3, "metrics": {"AP": (0.50 + gap, std, 3)}},
+                {"variant": "b", "n": 3, "metrics": {"AP": (0.50, std, 3)}}]
+        return {"rows": rows, "scale": scale,
+                "ablation": {"table": {"primary": "AP", "claims": [{"better": "a", "worse": "b"}]}}}
+
+    floor = RUN_TO_RUN_STD["cpu"]
+    gap = 1.5 * floor  # beyond 2x a tight seed std, within 2x the floor
+    assert "beyond 2x the seed std" in verdicts(summary(gap, 0.001, "smoke"))[0]  # a scale with no floor measured
+    line = verdicts(summary(gap, 0.001, "cpu"))[0]
+    assert f"within 2x the run-to-run std ({floor * 100:.1f} at this scale), so weak" in line
+    assert "within 2x the seed std, so weak" in verdicts(summary(gap, floor * 2, "cpu"))[0]  # seeds wider: theirs
+    assert "beyond 2x the run-to-run std" in verdicts(summary(3 * floor, 0.001, "cpu"))[0]
 
 
 def test_run_wall_time_leaves_out_preparation_steps():
