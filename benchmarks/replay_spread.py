@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", default="cpu")
     ap.add_argument("--replays", nargs="+", type=Path, required=True, help="quickstart --out folders or runs roots")
     ap.add_argument("--name", default="replay_spread", help="results name under reports/benchmarks/")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a line of context the records cannot give, e.g. a replay whose record was not kept "
+                         "(repeatable; printed as given, marked as a note of the command line)")
     args = ap.parse_args(argv)
     load_ablation(args.ablation)  # an unknown ablation fails here, listing the known ones
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                  if r.get("variant") == args.variant and r.get("scale") == args.scale and r.get("status") == "completed"}
     if not committed:
         raise SystemExit(f"no completed committed records of {args.ablation}/{args.variant} at scale {args.scale}")
-    rows, aps, replay_aps = [], [r["metrics"]["AP"] for r in committed.values()], []
+    rows, aps, replay_aps, gaps = [], [r["metrics"]["AP"] for r in committed.values()], [], []
     for seed, rec in sorted(committed.items()):
         rows.append({"run": "committed", "seed": seed, "threads": rec.get("hardware", {}).get("threads"),
                      "AP": f"{rec['metrics']['AP'] * 100:.1f}",
@@ -66,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{folder}: seed {rec['seed']} was run with another config ({', '.join(changed[:5])})")
             relation, rel = replay_relation(rec, same)
             replay_aps.append(rec["metrics"]["AP"])
+            gaps.append((rec["metrics"]["AP"] - same["metrics"]["AP"]) * 100)
             rows.append({"run": "replay", "seed": rec["seed"], "threads": rec.get("hardware", {}).get("threads"),
-                         "AP": f"{rec['metrics']['AP'] * 100:.1f} ({(rec['metrics']['AP'] - same['metrics']['AP']) * 100:+.1f})",
+                         "AP": f"{rec['metrics']['AP'] * 100:.1f} ({gaps[-1]:+.1f})",
                          "AP held-out": (f"{rec['heldout_metrics']['AP'] * 100:.1f}" if rec.get("heldout_metrics")
                                          else "–"),
                          "first losses vs committed": f"{relation} ({rel:.0e})" if relation else "no trace",
@@ -82,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     notes = [f"Committed seeds: AP {statistics.fmean(aps) * 100:.1f} ± {sd(aps):.1f} (n={len(aps)}); replays "
              f"{statistics.fmean(replay_aps) * 100:.1f} (n={len(replay_aps)}); all runs of the config "
              f"{statistics.fmean(every) * 100:.1f} ± {sd(every):.1f} (n={len(every)}).",
-             f"Largest replay - committed gap of one seed: "
-             f"{max(abs(float(r['AP'].split()[1].strip('()'))) for r in rows if r['run'] == 'replay'):.1f} AP points."]
+             f"Largest replay - committed gap of one seed: {max(abs(g) for g in gaps):.1f} AP points.",
+             "Replay records stay in the folders named in the record column (outside the repository)."]
+    notes += [f"Note given on the command line (not from a record): {n}" for n in args.note]
     result = {"title": f"Replay spread: {args.ablation}/{args.variant} at the {args.scale} scale, committed records "
                        "beside replays of the same config",
               "command": command_line(), "environment": environment(),

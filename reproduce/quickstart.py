@@ -55,8 +55,12 @@ def comparison(mine: dict, committed: list[dict]) -> list[str]:
             lines.append(f"Note: the committed record was made with another config ({keys} differ), so its numbers "
                          "are a reference, not a check of yours.")
         else:
-            lines.append("Same config as the committed record: the numbers should agree within the seed spread "
-                         "(CPU kernels and thread counts make runs differ slightly).")
+            from .tables import RUN_TO_RUN_STD
+
+            floor = RUN_TO_RUN_STD.get(mine.get("scale"))
+            lines.append("Same config as the committed record: the numbers should agree within the run-to-run spread"
+                         + (f" (a std of {floor * 100:.1f} AP points at this scale: runs that round differently, "
+                            "e.g. with another thread count, land that far apart)." if floor else "."))
             lines.append(replay_note(mine, same))
         hw = (same.get("hardware") or {})
         lines.append(f"Committed run: {same.get('finished', '?')} on {hw.get('cpu_count', '?')} cores, "
