@@ -71,9 +71,11 @@ def comparison(mine: dict, committed: list[dict]) -> list[str]:
 def replay_relation(mine: dict, same: dict) -> tuple[str | None, float]:
     """How a run relates to another record of its config, from their first logged training losses
     (``loss_trace``): ``identical`` (bit for bit: same data, initialisation, code and float rounding),
-    ``rounding`` (the first loss differs by < 1e-3 relative: same data and initialisation, other rounding,
-    e.g. another torch thread count), ``different`` (data, initialisation or code differ) or None (a record
-    without a trace); with the first loss's relative difference."""
+    ``rounding`` (the first logged loss, 10 steps in, differs by < 1e-2 relative: same data and
+    initialisation, other rounding, e.g. another torch thread count; rounding can flip a near-tie anchor
+    match within those steps: the baseline RetinaNet's seeds 0 and 1 replayed at 2 threads differ by 7e-6
+    and 3e-3, while its seeds 0 and 1 differ by 4e-2), ``different`` (data, initialisation or code differ)
+    or None (a record without a trace); with the first loss's relative difference."""
     a, b = mine.get("loss_trace"), same.get("loss_trace")
     pairs = [(x[1], y[1]) for x, y in zip(a or [], b or []) if x[0] == y[0]]
     if not pairs:
@@ -81,7 +83,7 @@ def replay_relation(mine: dict, same: dict) -> tuple[str | None, float]:
     rel = abs(pairs[0][0] - pairs[0][1]) / max(abs(pairs[0][1]), 1e-12)
     if all(x == y for x, y in pairs):
         return "identical", 0.0
-    return ("rounding" if rel < 1e-3 else "different"), rel
+    return ("rounding" if rel < 1e-2 else "different"), rel
 
 
 def replay_note(mine: dict, same: dict) -> str:

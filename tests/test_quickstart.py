@@ -49,10 +49,12 @@ def test_replay_note_tells_a_replay_from_rounding_from_another_run():
     committed = {"loss_trace": [[9, 1.8588354587554932], [19, 1.518672227859497]], "hardware": {"threads": 1}}
     same = {"loss_trace": [[9, 1.8588354587554932], [19, 1.518672227859497]], "hardware": {"threads": 1}}
     rounding = {"loss_trace": [[9, 1.858821988105774], [19, 1.5073740482330322]], "hardware": {"threads": 2}}
-    other = {"loss_trace": [[9, 2.31], [19, 1.9]], "hardware": {"threads": 1}}
+    flipped = {"loss_trace": [[9, 1.8651], [19, 1.52]], "hardware": {"threads": 2}}  # 3e-3: a near-tie match flipped
+    other = {"loss_trace": [[9, 1.9310208559036255], [19, 1.9]], "hardware": {"threads": 1}}  # another seed: 4e-2
     assert replay_note(same, committed).startswith("Step for step")
     note = replay_note(rounding, committed)
     assert note.startswith("Same data and initialisation, other float rounding") and "OMP_NUM_THREADS=1" in note
+    assert replay_note(flipped, committed).startswith("Same data and initialisation")
     assert "not only the rounding" in replay_note(other, committed)
     assert "no loss trace" in replay_note(same, {"hardware": {"threads": 1}})
 
