@@ -30,10 +30,11 @@ from reproduce.records import config_changes, load_records  # noqa: E402
 from reproduce.train_speed import environment  # noqa: E402
 
 
-def _replay_records(folder: Path, ablation: str, variant: str) -> list[dict]:
-    """Completed records of ``ablation/variant`` under a quickstart ``--out`` folder or a runs root."""
+def _replay_records(folder: Path, ablation: str, variant: str, scale: str) -> list[dict]:
+    """Completed records of ``ablation/variant`` at ``scale`` under a quickstart ``--out`` folder or a runs root."""
     root = folder / "runs" if (folder / "runs").is_dir() else folder
-    return [r for r in load_records(ablation, root) if r.get("variant") == variant and r.get("status") == "completed"]
+    return [r for r in load_records(ablation, root)
+            if r.get("variant") == variant and r.get("scale") == scale and r.get("status") == "completed"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                      "AP held-out": f"{rec['heldout_metrics']['AP'] * 100:.1f}" if rec.get("heldout_metrics") else "–",
                      "first losses vs committed": "–", "record": f"runs/{args.ablation}/{args.variant}/seed{seed}"})
     for folder in args.replays:
-        for rec in _replay_records(folder, args.ablation, args.variant):
+        for rec in _replay_records(folder, args.ablation, args.variant, args.scale):
             same = committed.get(rec["seed"])
             if same is None:
                 continue

@@ -19,6 +19,7 @@ an ``api.wandb.ai`` entry to ``~/.netrc``; an explicit ``WANDB_MODE`` always win
 from __future__ import annotations
 
 import csv
+import math
 import netrc
 import os
 from pathlib import Path
@@ -116,13 +117,19 @@ def loss_trace(csv_path: Path, n: int = 5, key: str = "train/loss") -> list[list
     """The first ``n`` logged values of ``key`` in a run's CSV as ``[step, value]`` pairs: the fingerprint of
     its trajectory. Two runs with the same data, initialisation, code and float rounding (thread count,
     kernels) log bit-identical values; the same run with another rounding differs in the last digits from
-    the first logged step on, and a different run differs at once. ``None`` when the CSV has no such rows."""
+    the first logged step on, and a different run differs at once. A step logged twice (an attempt stopped
+    after its checkpoint, then resumed) keeps the later value, the trajectory that went on; unreadable or
+    non-finite values are skipped (a record holds valid JSON). ``None`` when the CSV has no such rows."""
+    values: dict[int, float] = {}
     try:
         with open(csv_path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get(key)]
-    except OSError:
+            for r in csv.DictReader(f):
+                try:
+                    step, value = int(r["step"]), float(r[key])
+                except (KeyError, TypeError, ValueError):  # a val-only row, a row cut short by a kill
+                    continue
+                if math.isfinite(value):
+                    values[step] = value
+    except (OSError, csv.Error):
         return None
-    first: dict[int, float] = {}
-    for r in rows:  # a resumed run logs the steps after its checkpoint again: keep the first of each
-        first.setdefault(int(r["step"]), float(r[key]))
-    return [[s, first[s]] for s in sorted(first)[:n]] or None
+    return [[s, values[s]] for s in sorted(values)[:n]] or None

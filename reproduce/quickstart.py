@@ -68,14 +68,21 @@ def comparison(mine: dict, committed: list[dict]) -> list[str]:
     return lines
 
 
+# Relative difference of the first logged training loss (10 steps in) below which two runs of one config
+# differ only by float rounding, and above which they are different runs. In between the first logged loss
+# cannot tell: rounding can flip a near-tie anchor match within 10 steps (the baseline RetinaNet's seed 1
+# replayed at 2 threads: 3e-3, while at 1 thread it logs the record's losses bit for bit), and some pairs
+# of different seeds differ by only 2e-3 to 7e-3 there (SpineNet rows), while seed 0 at 2 threads: 7e-6.
+ROUNDING_REL, DIFFERENT_REL = 1e-4, 1e-2
+
+
 def replay_relation(mine: dict, same: dict) -> tuple[str | None, float]:
     """How a run relates to another record of its config, from their first logged training losses
     (``loss_trace``): ``identical`` (bit for bit: same data, initialisation, code and float rounding),
-    ``rounding`` (the first logged loss, 10 steps in, differs by < 1e-2 relative: same data and
-    initialisation, other rounding, e.g. another torch thread count; rounding can flip a near-tie anchor
-    match within those steps: the baseline RetinaNet's seeds 0 and 1 replayed at 2 threads differ by 7e-6
-    and 3e-3, while its seeds 0 and 1 differ by 4e-2), ``different`` (data, initialisation or code differ)
-    or None (a record without a trace); with the first loss's relative difference."""
+    ``rounding`` (the first differs by < ``ROUNDING_REL``: same data and initialisation, other rounding, e.g.
+    another torch thread count), ``inconclusive`` (up to ``DIFFERENT_REL``: rounding or another run),
+    ``different`` (data, initialisation or code differ) or None (a trace missing, or no step in common);
+    with the first loss's relative difference."""
     a, b = mine.get("loss_trace"), same.get("loss_trace")
     pairs = [(x[1], y[1]) for x, y in zip(a or [], b or []) if x[0] == y[0]]
     if not pairs:
@@ -83,24 +90,35 @@ def replay_relation(mine: dict, same: dict) -> tuple[str | None, float]:
     rel = abs(pairs[0][0] - pairs[0][1]) / max(abs(pairs[0][1]), 1e-12)
     if all(x == y for x, y in pairs):
         return "identical", 0.0
-    return ("rounding" if rel < 1e-2 else "different"), rel
+    return ("rounding" if rel < ROUNDING_REL else "inconclusive" if rel < DIFFERENT_REL else "different"), rel
 
 
 def replay_note(mine: dict, same: dict) -> str:
-    """Whether this run replays the committed one step for step (:func:`replay_relation`). Runs that round
-    differently (another torch thread count) drift apart over thousands of steps like two seeds."""
+    """Whether this run replays the committed one (:func:`replay_relation`), and how to replay it when it
+    does not. Runs that round differently (another torch thread count, another CPU's kernels) drift apart
+    over thousands of steps like two seeds."""
     ta, tb = ((r.get("hardware") or {}).get("threads") for r in (mine, same))
     threads = f"torch threads: yours {ta or '?'}, committed {tb or '?'}"
     relation, rel = replay_relation(mine, same)
+    n = min(len(mine.get("loss_trace") or []), len(same.get("loss_trace") or []))
     if relation is None:
-        return f"The committed record has no loss trace to compare step by step ({threads})."
+        missing = [who for who, r in (("your run", mine), ("the committed record", same)) if not r.get("loss_trace")]
+        why = f"{' and '.join(missing)} has no loss trace" if missing else "the loss traces share no logged step"
+        return f"No step-by-step comparison: {why} ({threads})."
     if relation == "identical":
-        return (f"Step for step: your first logged training losses equal the committed run's bit for bit (same "
-                f"data, initialisation, code and rounding; {threads}).")
+        return (f"Your first {n} logged training losses equal the committed run's bit for bit (same data, "
+                f"initialisation, code and rounding; {threads}).")
+    if tb and ta != tb:
+        advice = (f" To replay the committed run's rounding on this kind of CPU: OMP_NUM_THREADS={tb} reproduce "
+                  "quickstart ...")
+    else:
+        advice = " Same thread count: the rounding differs by CPU or kernel library, which no setting replays."
     if relation == "rounding":
         return (f"Same data and initialisation, other float rounding: the first logged training loss differs by "
-                f"{rel:.0e} (relative; {threads}), and from there the runs drift apart like two seeds. "
-                f"To replay the committed run bit for bit: OMP_NUM_THREADS={tb} reproduce quickstart ...")
+                f"{rel:.0e} (relative; {threads}), and from there the runs drift apart like two seeds.{advice}")
+    if relation == "inconclusive":
+        return (f"The first logged training loss differs by {rel:.0e} (relative; {threads}): other rounding (a flipped "
+                f"near-tie anchor match) or another run; the first logged loss cannot tell.{advice}")
     return (f"Your run differs from the committed one from its first logged training loss (relative {rel:.0e}; "
             f"{threads}): the data, the initialisation or the code differ, not only the rounding.")
 

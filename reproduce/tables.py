@@ -267,7 +267,9 @@ WEAK_REGIME_AP = 0.15
 # thread, the records) gave AP 50.4 / 49.2 / 50.1, a std of 0.6 points; the same config replayed with 2
 # threads gave 55.7 and 47.7 for seed 0 (2 threads are not even reproducible run to run) and 51.8 for seed 1:
 # 2.8 points of std over the 6 runs (reports/benchmarks.md "Replay spread", benchmarks/replay_spread.py,
-# holds 5 of them; the 55.7 is the README's fresh-clone quickstart of 2026-12-01, whose record was not kept).
+# holds 5 of them, 1.5 points of std; the 55.7 is the README's fresh-clone quickstart of 2026-12-01, whose
+# record was not kept). Measured on one row at AP ~0.5 and applied to every cpu table's AP verdicts: rows
+# nearer 0 may spread less in absolute terms, so it is a conservative floor there. Other metrics: no floor.
 RUN_TO_RUN_STD = {"cpu": 0.028}
 
 
@@ -320,7 +322,7 @@ def verdicts(summary: dict) -> list[str]:
             continue
         (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
         diff = mb - mw
-        floor = 0.0 if m == "FPS" else RUN_TO_RUN_STD.get(summary.get("scale"), 0.0)
+        floor = RUN_TO_RUN_STD.get(summary.get("scale"), 0.0) if m == "AP" else 0.0  # measured on AP only
         spread = max(sb, sw, floor)
         std_name = "seed std" if max(sb, sw) >= floor else f"run-to-run std ({floor * 100:.1f} at this scale)"
         one_seed = min(nb, nw) < 2  # no seed spread to compare a gap with yet
@@ -499,11 +501,13 @@ def render_markdown(summary: dict) -> str:
 
 
 def run_cpu_s(record: dict) -> float | None:
-    """CPU time of a run's own training + evaluation (process and data workers, all threads): a 1-thread
-    run's CPU time is about its wall time on one idle core, whatever else shared the machine. None when
-    not measured, when the run resumed (its earlier attempts' CPU time is not kept) or when it ran a
-    preparation step in its own process (that step's CPU time is in it)."""
-    if record.get("cpu_time_s") is None or record.get("resumed_from"):
+    """CPU time of a 1-thread CPU run's own training + evaluation (process and data workers): about its wall
+    time on one idle core, whatever else shared the machine. None when not measured, for a run on more
+    threads or a GPU (its CPU time says nothing of its wall time), when the run resumed (its earlier
+    attempts' CPU time is not kept) or when it ran a preparation step in its own process (that step's CPU
+    time is in it)."""
+    hw = record.get("hardware") or {}
+    if record.get("cpu_time_s") is None or record.get("resumed_from") or hw.get("threads") != 1 or hw.get("cuda"):
         return None
     if any(step.get("reused") is False for step in record.get("prepare") or []):
         return None
@@ -511,18 +515,20 @@ def run_cpu_s(record: dict) -> float | None:
 
 
 def cost_note(summary: dict) -> str | None:
-    """What the table's runs cost on idle cores, from the CPU time their records measured: the median run,
-    and the whole table on 2 cores running two 1-thread runs at once (the cpu scale's budget: a run <= 15 min,
-    an ablation <= 4 h)."""
+    """What the table's runs cost on idle cores, from the CPU time their records measured (1-thread CPU runs):
+    the median run, and an estimate of the whole table on 2 cores running two 1-thread runs at once (the
+    cpu scale's budget: a run <= 15 min, an ablation <= 4 h)."""
     records = [rec for r in summary["rows"] for rec in r.get("done_records") or []]
     cpu = sorted(c / 60 for c in (run_cpu_s(rec) for rec in records) if c is not None)
     if not cpu:
         return None
     total_h = statistics.fmean(cpu) * len(records) / 60
-    return (f"Cost on idle cores, from the CPU time of {len(cpu)} of the {len(records)} runs (a 1-thread run's CPU "
-            f"time is about its wall time on one idle core; resumed runs are not counted): median run "
-            f"{statistics.median(cpu):.1f} min (range {cpu[0]:.1f}-{cpu[-1]:.1f}); the {len(records)} runs about "
-            f"{total_h:.1f} h of CPU, {total_h / 2:.1f} h on 2 idle cores running two at once (preparation steps not "
+    left_out = (f" (the other {len(records) - len(cpu)} resumed, ran a preparation step in their own process, or "
+                "used more threads)" if len(cpu) < len(records) else "")
+    return (f"Cost on idle cores, from the CPU time of {len(cpu)} of the {len(records)} runs{left_out}; a 1-thread "
+            f"run's CPU time is about its wall time on one idle core: median run {statistics.median(cpu):.1f} min "
+            f"(range {cpu[0]:.1f}-{cpu[-1]:.1f}); the {len(records)} runs about {total_h:.1f} h of CPU (their mean x "
+            f"{len(records)}), {total_h / 2:.1f} h on 2 idle cores running two at once (preparation steps not "
             "included: see their cost columns).")
 
 

@@ -318,6 +318,10 @@ def test_verdicts_compare_a_gap_with_the_scales_run_to_run_std_when_the_seeds_ag
     assert f"within 2x the run-to-run std ({floor * 100:.1f} at this scale), so weak" in line
     assert "within 2x the seed std, so weak" in verdicts(summary(gap, floor * 2, "cpu"))[0]  # seeds wider: theirs
     assert "beyond 2x the run-to-run std" in verdicts(summary(3 * floor, 0.001, "cpu"))[0]
+    fps = summary(gap, 0.001, "cpu")  # measured on AP: another metric keeps its own seed std
+    fps["rows"] = [{**r, "metrics": {"FPS": r["metrics"]["AP"]}} for r in fps["rows"]]
+    fps["ablation"]["table"]["claims"][0]["metric"] = "FPS"
+    assert "beyond 2x the seed std" in verdicts(fps)[0]
 
 
 def test_run_wall_time_leaves_out_preparation_steps():

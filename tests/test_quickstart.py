@@ -49,19 +49,26 @@ def test_replay_note_tells_a_replay_from_rounding_from_another_run():
     committed = {"loss_trace": [[9, 1.8588354587554932], [19, 1.518672227859497]], "hardware": {"threads": 1}}
     same = {"loss_trace": [[9, 1.8588354587554932], [19, 1.518672227859497]], "hardware": {"threads": 1}}
     rounding = {"loss_trace": [[9, 1.858821988105774], [19, 1.5073740482330322]], "hardware": {"threads": 2}}
-    flipped = {"loss_trace": [[9, 1.8651], [19, 1.52]], "hardware": {"threads": 2}}  # 3e-3: a near-tie match flipped
+    flipped = {"loss_trace": [[9, 1.8651], [19, 1.52]], "hardware": {"threads": 2}}  # 3e-3: rounding or another seed
     other = {"loss_trace": [[9, 1.9310208559036255], [19, 1.9]], "hardware": {"threads": 1}}  # another seed: 4e-2
-    assert replay_note(same, committed).startswith("Step for step")
+    assert replay_note(same, committed).startswith("Your first 2 logged training losses equal")
     note = replay_note(rounding, committed)
     assert note.startswith("Same data and initialisation, other float rounding") and "OMP_NUM_THREADS=1" in note
-    assert replay_note(flipped, committed).startswith("Same data and initialisation")
+    assert "cannot tell" in replay_note(flipped, committed)
     assert "not only the rounding" in replay_note(other, committed)
-    assert "no loss trace" in replay_note(same, {"hardware": {"threads": 1}})
+    # the same thread count on another CPU: no setting replays it; no thread count recorded: no advice with None
+    same_threads = replay_note({**rounding, "hardware": {"threads": 1}}, committed)
+    assert "which no setting replays" in same_threads and "OMP_NUM_THREADS" not in same_threads
+    assert "None" not in replay_note({**rounding, "hardware": {}}, {**committed, "hardware": {}})
+    assert "the committed record has no loss trace" in replay_note(same, {"hardware": {"threads": 1}})
+    assert "your run has no loss trace" in replay_note({"hardware": {}}, committed)
 
 
-def test_loss_trace_keeps_the_first_value_of_a_step_logged_twice(tmp_path):
+def test_loss_trace_keeps_the_last_value_of_a_step_logged_twice(tmp_path):
     # a resumed run's CSV repeats the steps logged after its checkpoint; val-only rows have no train/loss
     f = tmp_path / "metrics.csv"
-    f.write_text("epoch,step,train/loss,val/AP\n0,9,1.5,\n0,19,1.25,\n0,19,,0.1\n0,29,1.0,\n0,29,0.75,\n")
-    assert loss_trace(f) == [[9, 1.5], [19, 1.25], [29, 1.0]]
+    f.write_text("epoch,step,train/loss,val/AP\n0,9,1.5,\n0,19,1.25,\n0,19,,0.1\n0,29,1.0,\n0,39,nan,\n0,29,0.75,\n")
+    assert loss_trace(f) == [[9, 1.5], [19, 1.25], [29, 0.75]]  # the attempt that went on; no NaN in a record
     assert loss_trace(f, n=1) == [[9, 1.5]] and loss_trace(tmp_path / "missing.csv") is None
+    f.write_text("epoch,step,train/loss\n0,9,1.5\n0,19,1.2e")  # a run killed mid-row: no crash, what is readable
+    assert loss_trace(f) == [[9, 1.5]]

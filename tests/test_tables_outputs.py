@@ -33,6 +33,7 @@ def _record(abl, variant, seed, ap, fps, macs, cfg=None, sets=None):
     return {"ablation": "t_out", "variant": variant, "seed": seed, "scale": "smoke", "status": "completed",
             "config": cfg, "requested_config": cfg, "sets": sets or [], "metrics": {"AP": ap, "AP50": ap * 2},
             "params": 1_000_000, "macs": macs, "macs_input_size": 64, "speed": {"fps": fps, "threads": 1},
+            "hardware": {"threads": 1, "cuda": False},
             "curve": [{"epoch": 1, "AP": ap}], "wall_time_s": 120.0, "cpu_time_s": 90.0, "load_average": [1.5, 2, 2.25],
             "git": {"commit": "c" * 40, "dirty": False}}
 
@@ -218,7 +219,10 @@ def test_cost_note_from_the_current_records_cpu_time(tables):
 
     md = tables[0]["t_out.md"].read_text()
     # the 5 current records (a x2, b x2, e seed 0) measured 90 s of CPU each; stale ones are not counted
-    assert "from the CPU time of 5 of the 5 runs" in md and "median run 1.5 min (range 1.5-1.5)" in md
-    assert run_cpu_s({"cpu_time_s": 60.0, "resumed_from": "last.ckpt"}) is None  # earlier attempts unknown
-    assert run_cpu_s({"cpu_time_s": 60.0, "prepare": [{"kind": "pretrain", "reused": False}]}) is None
-    assert run_cpu_s({"cpu_time_s": 60.0, "prepare": [{"kind": "pretrain", "reused": True}]}) == 60.0
+    assert "from the CPU time of 5 of the 5 runs;" in md and "median run 1.5 min (range 1.5-1.5)" in md
+    one = {"cpu_time_s": 60.0, "hardware": {"threads": 1, "cuda": False}}
+    assert run_cpu_s({**one, "resumed_from": "last.ckpt"}) is None  # earlier attempts unknown
+    assert run_cpu_s({**one, "prepare": [{"kind": "pretrain", "reused": False}]}) is None
+    assert run_cpu_s({**one, "prepare": [{"kind": "pretrain", "reused": True}]}) == 60.0
+    assert run_cpu_s({**one, "hardware": {"threads": 8, "cuda": False}}) is None  # CPU time is not wall time
+    assert run_cpu_s({**one, "hardware": {"threads": 1, "cuda": True}}) is None
