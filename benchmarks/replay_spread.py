@@ -5,7 +5,7 @@ determined (its 95% interval spans about 0.5x to 6x the estimate). This script p
 runs beside them: the same ablation, variant, seed and config, run again with ``reproduce quickstart --seed
 K --out DIR`` (for instance with another torch thread count). For each run it gives the AP, the held-out
 AP, the torch thread count and how its first logged training losses relate to the committed run of its
-seed (``identical``: bit for bit; ``rounding``: same data and initialisation, other float rounding;
+seed (:func:`reproduce.records.replay_relation`: ``identical``, ``rounding``, ``inconclusive`` or
 ``different``), then the std over the committed seeds and over all runs of the config.
 
     reproduce quickstart --seed 0 --out /tmp/replay0     # 2 torch threads on 2 cores; the records use 1
@@ -25,8 +25,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks._results import command_line, save  # noqa: E402
 from reproduce.config import load_ablation  # noqa: E402
-from reproduce.quickstart import replay_relation  # noqa: E402
-from reproduce.records import config_changes, load_records  # noqa: E402
+from reproduce.records import config_changes, load_records, replay_relation  # noqa: E402
 from reproduce.train_speed import environment  # noqa: E402
 
 
@@ -54,12 +53,16 @@ def main(argv: list[str] | None = None) -> int:
                  if r.get("variant") == args.variant and r.get("scale") == args.scale and r.get("status") == "completed"}
     if not committed:
         raise SystemExit(f"no completed committed records of {args.ablation}/{args.variant} at scale {args.scale}")
-    rows, aps, replay_aps, gaps = [], [r["metrics"]["AP"] for r in committed.values()], [], []
-    for seed, rec in sorted(committed.items()):
-        rows.append({"run": "committed", "seed": seed, "threads": rec.get("hardware", {}).get("threads"),
-                     "AP": f"{rec['metrics']['AP'] * 100:.1f}",
-                     "AP held-out": f"{rec['heldout_metrics']['AP'] * 100:.1f}" if rec.get("heldout_metrics") else "–",
-                     "first losses vs committed": "–", "record": f"runs/{args.ablation}/{args.variant}/seed{seed}"})
+    def row(rec: dict, run: str, ap: str, relation: str, where: str) -> dict:
+        held = rec.get("heldout_metrics")
+        return {"run": run, "seed": rec["seed"], "threads": (rec.get("hardware") or {}).get("threads"), "AP": ap,
+                "AP held-out": f"{held['AP'] * 100:.1f}" if held else "–", "first losses vs committed": relation,
+                "record": where}
+
+    aps = [r["metrics"]["AP"] for r in committed.values()]
+    rows = [row(rec, "committed", f"{rec['metrics']['AP'] * 100:.1f}", "–",
+                f"runs/{args.ablation}/{args.variant}/seed{seed}") for seed, rec in sorted(committed.items())]
+    replay_aps, gaps = [], []
     for folder in args.replays:
         for rec in _replay_records(folder, args.ablation, args.variant, args.scale):
             same = committed.get(rec["seed"])
@@ -71,12 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             relation, rel = replay_relation(rec, same)
             replay_aps.append(rec["metrics"]["AP"])
             gaps.append((rec["metrics"]["AP"] - same["metrics"]["AP"]) * 100)
-            rows.append({"run": "replay", "seed": rec["seed"], "threads": rec.get("hardware", {}).get("threads"),
-                         "AP": f"{rec['metrics']['AP'] * 100:.1f} ({gaps[-1]:+.1f})",
-                         "AP held-out": (f"{rec['heldout_metrics']['AP'] * 100:.1f}" if rec.get("heldout_metrics")
-                                         else "–"),
-                         "first losses vs committed": f"{relation} ({rel:.0e})" if relation else "no trace",
-                         "record": str(folder)})
+            rows.append(row(rec, "replay", f"{rec['metrics']['AP'] * 100:.1f} ({gaps[-1]:+.1f})",
+                            f"{relation} ({rel:.0e})" if relation else "no trace", str(folder)))
     if not replay_aps:
         raise SystemExit(f"no replay of a committed seed found under {', '.join(map(str, args.replays))}")
     every = aps + replay_aps

@@ -10,7 +10,6 @@ which keys differ: its numbers are then a reference, not a check.
 """
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import time
@@ -68,35 +67,12 @@ def comparison(mine: dict, committed: list[dict]) -> list[str]:
     return lines
 
 
-# Relative difference of the first logged training loss (10 steps in) below which two runs of one config
-# differ only by float rounding, and above which they are different runs. In between the first logged loss
-# cannot tell: rounding can flip a near-tie anchor match within 10 steps (the baseline RetinaNet's seed 1
-# replayed at 2 threads: 3e-3, while at 1 thread it logs the record's losses bit for bit), and some pairs
-# of different seeds differ by only 2e-3 to 7e-3 there (SpineNet rows), while seed 0 at 2 threads: 7e-6.
-ROUNDING_REL, DIFFERENT_REL = 1e-4, 1e-2
-
-
-def replay_relation(mine: dict, same: dict) -> tuple[str | None, float]:
-    """How a run relates to another record of its config, from their first logged training losses
-    (``loss_trace``): ``identical`` (bit for bit: same data, initialisation, code and float rounding),
-    ``rounding`` (the first differs by < ``ROUNDING_REL``: same data and initialisation, other rounding, e.g.
-    another torch thread count), ``inconclusive`` (up to ``DIFFERENT_REL``: rounding or another run),
-    ``different`` (data, initialisation or code differ) or None (a trace missing, or no step in common);
-    with the first loss's relative difference."""
-    a, b = mine.get("loss_trace"), same.get("loss_trace")
-    pairs = [(x[1], y[1]) for x, y in zip(a or [], b or []) if x[0] == y[0]]
-    if not pairs:
-        return None, math.nan
-    rel = abs(pairs[0][0] - pairs[0][1]) / max(abs(pairs[0][1]), 1e-12)
-    if all(x == y for x, y in pairs):
-        return "identical", 0.0
-    return ("rounding" if rel < ROUNDING_REL else "inconclusive" if rel < DIFFERENT_REL else "different"), rel
-
-
 def replay_note(mine: dict, same: dict) -> str:
-    """Whether this run replays the committed one (:func:`replay_relation`), and how to replay it when it
-    does not. Runs that round differently (another torch thread count, another CPU's kernels) drift apart
+    """Whether this run replays the committed one (:func:`reproduce.records.replay_relation`), and how to
+    replay it when it does not. Runs that round differently (another torch thread count, another CPU's kernels) drift apart
     over thousands of steps like two seeds."""
+    from .records import replay_relation
+
     ta, tb = ((r.get("hardware") or {}).get("threads") for r in (mine, same))
     threads = f"torch threads: yours {ta or '?'}, committed {tb or '?'}"
     relation, rel = replay_relation(mine, same)

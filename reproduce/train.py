@@ -200,4 +200,4 @@ def _close_outputs(record: dict, out: Path, loggers, ok: bool) -> None:
         record["wandb"] = {"error": str(e)}
     csv = out / "csv" / "metrics.csv"
     record["csv"] = str(csv) if csv.is_file() else None
-    record["loss_trace"] = loss_trace(csv) if csv.is_file() else None
+    record["loss_trace"] = loss_trace(csv)
