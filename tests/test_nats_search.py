@@ -245,3 +245,26 @@ def test_arch_figure_and_histogram(tmp_path):
     assert main([]) == 2
     with pytest.raises(ValueError, match="empty"):
         plot_arch({"_meta": {}}, tmp_path / "c.png")
+
+
+def test_weights_digest_depends_on_the_tensors_not_the_file(tmp_path):
+    """The search's storage key hashes the pretrained weights. ``torch.save`` writes the file's name into its
+    archive and the pretrain step saves through a temporary file named after its pid, so a file hash changed
+    with every (bit-identical) retraining of the trunk and missed the searches made from it."""
+    import hashlib
+
+    from reproduce.steps.nats_search import weights_digest
+
+    state = {"conv.weight": torch.randn(4, 3, 3, 3), "bn.num_batches_tracked": torch.tensor(7),
+             "half": torch.randn(2, dtype=torch.bfloat16)}
+    a, b = tmp_path / ".trunk.pt.111.tmp", tmp_path / ".trunk.pt.222.tmp"
+    torch.save(state, a)
+    torch.save(state, b)
+    assert hashlib.sha1(a.read_bytes()).digest() != hashlib.sha1(b.read_bytes()).digest()  # the premise
+    assert weights_digest(a) == weights_digest(b)
+    changed = dict(state, **{"conv.weight": state["conv.weight"].clone()})
+    changed["conv.weight"][0, 0, 0, 0] += 1e-6
+    torch.save(changed, b)
+    assert weights_digest(a) != weights_digest(b)
+    torch.save({"renamed.weight": state["conv.weight"], **{k: v for k, v in state.items() if k != "conv.weight"}}, b)
+    assert weights_digest(a) != weights_digest(b)

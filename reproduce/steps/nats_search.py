@@ -25,6 +25,7 @@ import json
 import time
 from pathlib import Path
 
+import torch
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -83,22 +84,36 @@ def search_model_config(cfg: dict, params: dict) -> dict:
     return model
 
 
-def _file_digest(path) -> str:
+def weights_digest(path) -> str:
+    """sha1 of a checkpoint's tensors (names, dtypes, shapes, values, in key order), not of the file's bytes:
+    ``torch.save`` writes the file's name into its zip archive, and the pretrain step saves through a
+    temporary file named after its process id, so the same trunk retrained bit for bit would hash differently
+    as a file and miss every search made from it."""
     h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+
+    def walk(obj, name: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            for key in sorted(obj, key=str):
+                walk(obj[key], f"{name}.{key}" if name else str(key))
+        else:
+            h.update(f"{name}={obj!r}|".encode())
+
+    walk(torch.load(path, map_location="cpu", weights_only=True), "")
     return h.hexdigest()
 
 
 def search_inputs(cfg: dict, params: dict, seed: int) -> dict:
     """Everything that determines the search's result (hashed into its storage key): the settings, the
-    search model (plus a digest of the weights file), the data, the weight optimizer, the seed."""
+    search model (plus a digest of the weights' tensors), the data, the weight optimizer, the seed."""
     model = search_model_config(cfg, params)
     weights = model["backbone_kwargs"].get("weights")
     t = cfg.get("trainer") or {}
     return {"settings": {k: v for k, v in params.items() if k != "wait_s"},
-            "model": model, "weights_sha1": _file_digest(weights) if weights else None,
+            "model": model, "weights_digest": weights_digest(weights) if weights else None,
             "data": {k: v for k, v in (cfg.get("data") or {}).items() if k not in ("num_workers", "root")},
             "optimizer": deep_merge(cfg.get("optimizer") or {}, params.get("optimizer")),
             "trainer": {k: t.get(k) for k in ("accelerator", "precision", "gradient_clip_val")},
