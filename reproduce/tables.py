@@ -124,6 +124,27 @@ class ConfigDrift:
         return config_changes(record, cfg)
 
 
+def mixed_preparations(records: list[dict]) -> list[str]:
+    """Where a row's runs trained on the outputs of different runs of one shared preparation step.
+
+    A search that is not per seed (the same search seed in every run's ``prepare`` entry) is meant to give
+    every seed of its row one architecture; runs that read different search records (a search redone with
+    other inputs, or resumed from a checkpoint, which is not bit-exact) trained different networks under one
+    label. Returns one line per such step: which seeds read which record."""
+    groups: dict[tuple, dict[str, list]] = {}
+    for r in records:
+        for step in r.get("prepare") or []:
+            if "seed" in step and step.get("record"):
+                groups.setdefault((step.get("kind"), step["seed"]), {}).setdefault(step["record"], []).append(r.get("seed"))
+    lines = []
+    for (kind, seed), by_record in sorted(groups.items(), key=str):
+        if len(by_record) > 1:
+            parts = "; ".join(f"seed(s) {', '.join(map(str, sorted(seeds, key=str)))}: {rec}"
+                              for rec, seeds in sorted(by_record.items()))
+            lines.append(f"{kind} (search seed {seed}) differs across runs ({parts})")
+    return lines
+
+
 def split_stale(records: list[dict], drift: ConfigDrift) -> tuple[list[dict], list[dict]]:
     """``(current, stale)`` by :class:`ConfigDrift`: a stale record was made with another config than its
     row's now; its numbers describe another experiment, so tables leave it out and count it."""
@@ -197,6 +218,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["stale_keys"] = sorted({k for r in stale for k in drift(r)})
         row["sets"] = sorted({tuple(r["sets"]) for r in done if r.get("sets")})
         row["done_records"] = done
+        row["mixed_prepare"] = mixed_preparations(done)
         src = done[0] if done else (vr[0] if vr else {})
         row["params"] = src.get("params")
         row["macs"] = src.get("macs")
@@ -371,6 +393,8 @@ def _status(row: dict, total_seeds: int) -> str:
     parts = parts or ["not run"]
     if row.get("stale"):  # records of an earlier config, left out
         parts.append(f"{row['stale']} stale (config changed)")
+    if row.get("mixed_prepare"):
+        parts.append("seeds prepared by different searches")
     return ", ".join(parts)
 
 
@@ -546,6 +570,9 @@ def _row_notes(summary: dict) -> list[str]:
             notes.append(f"{r['label']}: {n} run(s) made with `{flags}`")
         if r.get("size_note"):
             notes.append(f"{r['label']}: params / FLOPs not counted: {r['size_note']}")
+        for line in r.get("mixed_prepare") or []:
+            notes.append(f"{r['label']}: its seeds trained different networks: {line}; one search should serve every "
+                         "seed: re-run the odd ones (delete their records, `reproduce run`)")
     counted = [r["label"] for r in summary["rows"] if r.get("size_from") == "module"]
     if counted:
         notes.append("Params / FLOPs of rows without a run (" + "; ".join(counted) + "): counted from the module "

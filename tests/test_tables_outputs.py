@@ -226,3 +226,32 @@ def test_cost_note_from_the_current_records_cpu_time(tables):
     assert run_cpu_s({**one, "prepare": [{"kind": "pretrain", "reused": True}]}) == 60.0
     assert run_cpu_s({**one, "hardware": {"threads": 8, "cuda": False}}) is None  # CPU time is not wall time
     assert run_cpu_s({**one, "hardware": {"threads": 1, "cuda": True}}) is None
+
+
+def test_seeds_prepared_by_different_searches_are_flagged(install_ablation, runs_root):
+    """A search that is not per seed gives every seed of its row one network; a row whose runs read different
+    search records (a search redone or resumed) trained different networks under one label, and says so."""
+    from reproduce.tables import mixed_preparations
+
+    cfg_dir = install_ablation("t_out", SPEC)
+    abl = {**SPEC, "name": "t_out"}
+
+    def search(key, seed=0):
+        return [{"kind": "pretrain", "record": "runs/_prepare/pretrain/k/record.json"},
+                {"kind": "nats_search", "seed": seed, "record": f"runs/_prepare/nats_search/x/retinanet_{key}/record.json"}]
+
+    for seed, key in enumerate(["old", "new", "new"]):
+        write_record(record_path("t_out", "a", seed, runs_root),
+                     {**_record(abl, "a", seed, 0.3, 10.0, 1), "prepare": search(key)})
+    for seed in range(2):  # per-seed searches (their own search seed each) differ by design
+        write_record(record_path("t_out", "b", seed, runs_root),
+                     {**_record(abl, "b", seed, 0.3, 10.0, 1), "prepare": search(f"s{seed}", seed=seed)})
+    rows = {r["variant"]: r for r in summarize("t_out", "smoke", runs_root)["rows"]}
+    assert rows["b"]["mixed_prepare"] == [] and rows["c"]["mixed_prepare"] == []
+    (line,) = rows["a"]["mixed_prepare"]
+    assert "nats_search (search seed 0)" in line and "seed(s) 0: runs/_prepare/nats_search/x/retinanet_old" in line
+    assert "seed(s) 1, 2: runs/_prepare/nats_search/x/retinanet_new" in line
+    md = write_ablation_tables("t_out", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
+    a = next(ln for ln in md.splitlines() if ln.startswith("| A |"))
+    assert "seeds prepared by different searches" in a and "A: its seeds trained different networks" in md
+    assert mixed_preparations([{"seed": 0, "prepare": search("k")}, {"seed": 1, "prepare": search("k")}]) == []
