@@ -125,6 +125,8 @@ def test_step_records_skips_and_reuses(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(S, "search", no_search)
     again_cfg, again = run_steps(cfg, seed=1, runs_root=runs)  # per_seed false: same step, skipped
     assert again[0]["skipped"] is True and again_cfg["model"] == new_cfg["model"]
+    # both runs name the one search seed they share, so tables can check every seed read the same search
+    assert again[0]["seed"] == search_cfg["seed"] and again[0]["record"] == infos[0]["record"]
 
     # a committed result with equal settings is adopted without searching (other runs root)
     found = tmp_path / "found_hourglass.json"

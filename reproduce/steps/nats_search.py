@@ -25,8 +25,8 @@ import json
 import time
 from pathlib import Path
 
-import torch
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from lightning_modules.nats_search import ARCH_OPTIMIZER, HELDOUT_FRACTION, NATSSearchDataModule, NATSSearchModule
