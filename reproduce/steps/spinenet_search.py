@@ -348,7 +348,9 @@ def connection_search_step(step: dict, *, cfg: dict, seed: int, out: Path, log=p
     spec_arg = {k: spec_doc[k] for k in ("specs", "connections", "tag", "order")} | {"specs_file": str(specs_path)}
     overrides = {"model": {"backbone": ORDERS[settings["order"]], "backbone_kwargs": {"specs": spec_arg}}}
     info = {"record": str(rec_path), "specs": str(specs_path), "order": settings["order"], "skipped": skipped,
-            "seed": int(settings["seed"]),  # one search serves every run seed (tables check they all read it)
+            # the seed that identifies this search: the run's with per_seed (one search each), else the search's
+            # own, shared by every run seed (tables check that those runs all read one search)
+            "seed": seed if step.get("per_seed", False) else int(settings["seed"]),
             "reused_from": rec.get("reused_from"), "candidates": len(rec["candidates"]),
             "best_AP": rec["best"]["AP"], "wall_time_s": rec["wall_time_s"], "connections": rec["connections"]}
     return overrides, info
