@@ -27,8 +27,9 @@ from pathlib import Path
 
 from .config import ConfigError, apply_sets, load_ablation, resolve_run_config, run_layers, set_layers
 from .models.registry import UnknownNameError
-from .records import (RecordConflictError, RunLockedError, UnreadableRecordError, config_changes, hold_run, needs_run,
-                      read_record, read_record_or_none, record_path, update_record)
+from .records import (RecordConflictError, RunLockedError, UnreadableRecordError, config_changes, find_twin, hold_run,
+                      needs_run, read_record, read_record_or_none, record_path, set_aside, share_record,
+                      update_record)
 
 
 @dataclass
@@ -98,12 +99,42 @@ def _result_line(rec: dict) -> str:
             (f" ({rec.get('error')})" if rec.get("status") == "failed" else "") + f", {rec.get('wall_time_s', 0):.0f} s")
 
 
+def _share_twins(pending: list[RunSpec], tags: dict, results: list[dict], runs_root, dry_run: bool,
+                 log) -> list[RunSpec]:
+    """The pending runs left to train once each run that :func:`reproduce.records.find_twin` finds trained
+    elsewhere has its shared record (appended to ``results``); with ``dry_run`` they are only named."""
+    left = []
+    for spec in pending:
+        twin = find_twin(spec.ablation, spec.seed, spec.scale, spec.config, runs_root)
+        if twin is None:
+            left.append(spec)
+            continue
+        where = f"{twin[1].get('ablation')}/{twin[1].get('variant')}/seed{spec.seed}"
+        if dry_run:
+            log(f"{tags[id(spec)]}: would share the completed run {where} (same config and seed), not train")
+            continue
+        path = record_path(spec.ablation, spec.variant, spec.seed, runs_root)
+        try:
+            with hold_run(path.parent):
+                if path.is_file() and read_record_or_none(path) is None:
+                    set_aside(path)  # an unreadable record is kept beside the store, as a run that meets it does
+                rec = share_record(path, twin[0], twin[1], ablation=spec.ablation, variant=spec.variant,
+                                   paper=spec.paper, sets=spec.sets, root=runs_root)
+        except RunLockedError as e:  # another command is training this run: it is left to that one
+            log(f"{tags[id(spec)]}: {e}; skipped")
+            continue
+        log(f"{tags[id(spec)]}: same config and seed as the completed run {where}: its record is shared, "
+            f"not trained again ({_result_line(rec)}; --no-share trains it)")
+        results.append(rec)
+    return left
+
+
 def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = None,
                  variants: list[str] | None = None, sets: list[str] | None = None, *, isolate: bool = True,
                  retry_failed: bool = True, runs_root: str | Path | None = None, dry_run: bool = False,
                  launcher: str = "local", jobs: int = 1, launcher_flags: dict | None = None,
                  submitit_cluster: str | None = None, wait: bool = False, dry_run_opts: dict | None = None,
-                 rerun_changed: bool = False, log=print) -> list[dict]:
+                 rerun_changed: bool = False, share: bool = True, log=print) -> list[dict]:
     """Run (or, with ``dry_run``, describe) every pending run of an ablation; returns the records.
 
     ``launcher="slurm"`` submits the pending runs and returns only the records of the skipped ones,
@@ -114,7 +145,11 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
     A completed record whose config differs from the run's config now (a scale file or ``--set`` was
     changed since, see :func:`reproduce.records.config_changes`) is a :class:`RecordConflictError`
     naming the keys, unless ``rerun_changed``: then the run starts again and its record is replaced.
-    Skipping it silently would put a result of another config into the table."""
+    Skipping it silently would put a result of another config into the table.
+
+    A pending run whose experiment another ablation has already trained (a completed record with the same
+    seed, scale and config, :func:`reproduce.records.find_twin`) is not trained again unless ``share`` is
+    False: its record is the twin's results with ``shared_from`` naming the twin (tables say so)."""
     if launcher not in ("local", "slurm"):
         raise ConfigError(f"unknown launcher {launcher!r}; valid: local, slurm")
     specs = expand(name, scale, seeds, variants, sets)
@@ -158,6 +193,8 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
             results.append(rec)
         else:
             pending.append(spec)
+    if share and pending:
+        pending = _share_twins(pending, tags, results, runs_root, dry_run, log)
     if dry_run:
         from .dry_run import describe_runs
 

@@ -164,7 +164,7 @@ def cmd_run(args) -> int:
                         retry_failed=not args.no_retry, runs_root=runs_root(args), dry_run=args.dry_run,
                         launcher=args.launcher, jobs=args.jobs, launcher_flags=flags,
                         submitit_cluster=args.submitit_cluster, wait=args.wait, dry_run_opts=dry,
-                        rerun_changed=args.rerun_changed)
+                        rerun_changed=args.rerun_changed, share=not args.no_share)
     if args.dry_run:
         return 0
     submitted_only = args.launcher == "slurm" and not args.wait
@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-retry", action="store_true", help="leave failed runs as they are")
     r.add_argument("--rerun-changed", action="store_true",
                    help="run again the completed runs whose config changed since (default: an error naming the keys)")
+    r.add_argument("--no-share", action="store_true",
+                   help="train a run even when another ablation holds a completed run of the same config and seed "
+                        "(default: that record is shared, named in the record's shared_from and in the table)")
     r.add_argument("--no-tables", action="store_true", help="do not regenerate the table afterwards")
     _add_store(r)
     dr = r.add_argument_group("dry run", "describe the pending runs instead of running them (reproduce/dry_run.py)")

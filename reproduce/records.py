@@ -35,6 +35,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .config import unused_step_sections
+
 RUNS_DIR = Path(os.environ.get("REPRODUCE_RUNS", "runs"))
 STATUSES = ("running", "completed", "failed", "interrupted")
 UNREADABLE = "unreadable"  # the status :func:`load_records` gives a record file it cannot read
@@ -252,16 +254,17 @@ def _flatten(d, prefix: str = "") -> dict:
     return out
 
 
-def _comparable(cfg: dict) -> dict:
+def _comparable(cfg: dict, neutral: tuple[str, ...] = ()) -> dict:
     flat = _flatten(json.loads(json.dumps(cfg, default=str)))  # tuples -> lists, as a stored record has them
     return {k: v for k, v in flat.items()
-            if not any(k == n or k.startswith(n + ".") for n in RESULT_NEUTRAL_KEYS)
+            if not any(k == n or k.startswith(n + ".") for n in (*RESULT_NEUTRAL_KEYS, *neutral))
             and not (k in DEFAULT_EQUIVALENT and v == DEFAULT_EQUIVALENT[k])}
 
 
 def config_changes(record: dict | None, cfg: dict) -> list[str]:
     """The config keys whose values differ between the run ``record`` was made with and ``cfg`` (the
-    run's config now, before preparation steps), ignoring :data:`RESULT_NEUTRAL_KEYS`. A record from
+    run's config now, before preparation steps), ignoring :data:`RESULT_NEUTRAL_KEYS` and the settings of
+    preparation steps that neither runs (:func:`reproduce.config.unused_step_sections`). A record from
     before ``requested_config`` was stored compares its ``config`` when it had no preparation step,
     and is taken as unchanged otherwise (its config holds the steps' outputs)."""
     if not record:
@@ -271,8 +274,51 @@ def config_changes(record: dict | None, cfg: dict) -> list[str]:
         if record.get("prepare") or "config" not in record:
             return []
         before = record["config"]
-    a, b = _comparable(before), _comparable(cfg)
+    unused = tuple(unused_step_sections(before, cfg))
+    a, b = _comparable(before, unused), _comparable(cfg, unused)
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+
+
+def find_twin(ablation: str, seed: int, scale: str, cfg: dict,
+              root: str | Path | None = None) -> tuple[Path, dict] | None:
+    """A completed run of another ablation with this run's seed, scale and config
+    (:func:`config_changes` finds no difference): the same experiment, which the suite need not train twice
+    (SpineNet's R0-SP53 is a row of Figure 4, Table 8 and Table 9). A record that is itself shared leads to
+    its origin. Returns ``(path, record)`` of the first such record in store order, or None."""
+    base = Path(root or RUNS_DIR)
+    for path in sorted(base.glob(f"*/*/seed{seed}/record.json")):
+        if path.parts[-4] in ("_prepare", ablation):  # variants of one ablation are its rows: each trains
+            continue
+        rec = read_record_or_none(path)
+        if not rec or rec.get("status") != "completed" or rec.get("scale") != scale or rec.get("seed") != seed:
+            continue
+        if rec.get("requested_config") is None or config_changes(rec, cfg):
+            continue
+        origin = (rec.get("shared_from") or {}).get("record")
+        if origin and (base / origin).is_file():
+            origin_rec = read_record_or_none(base / origin)
+            if origin_rec and origin_rec.get("status") == "completed" and not config_changes(origin_rec, cfg):
+                return base / origin, origin_rec
+        return path, rec
+    return None
+
+
+def share_record(path: str | Path, twin_path: str | Path, twin: dict, *, ablation: str, variant: str, paper: str,
+                 sets: list[str], root: str | Path | None = None) -> dict:
+    """Write at ``path`` the record of a run that :func:`find_twin` found already trained elsewhere: the twin's
+    results, metrics, curves, sizes, costs and W&B run, under this run's ablation and variant, with
+    ``shared_from`` naming the twin's record (relative to the store). Tables say which rows share runs."""
+    base = Path(root or RUNS_DIR)
+    try:
+        rel = str(Path(twin_path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        rel = str(twin_path)
+    rec = {k: v for k, v in twin.items() if k not in ("shared_from", "speed_side_by_side")}
+    rec.update(ablation=ablation, variant=variant, paper=paper, sets=list(sets),
+               shared_from={"record": rel, "ablation": twin.get("ablation"), "variant": twin.get("variant"),
+                            "shared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_record(path, rec)
+    return rec
 
 
 def ended_unfinished(record: dict | None) -> bool:

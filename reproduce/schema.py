@@ -28,6 +28,7 @@ import typing
 from pathlib import PurePath
 from typing import Any, Literal
 
+from .config import PREPARATION_SECTIONS as PREPARATION
 from .config import ConfigError
 
 # sections other than ``model`` and ``trainer``; their key tables live beside the code that reads them
@@ -35,8 +36,6 @@ from .config import ConfigError
 SECTIONS = ("data", "optimizer", "logger", "measure", "launcher", "debug")
 # Trainer arguments that the suite sets itself (reproduce.runtime.build_trainer): not config keys
 TRAINER_SET_BY_SUITE = ("logger", "callbacks", "default_root_dir")
-# prepare step kind -> its settings section
-PREPARATION = {"pretrain": "pretrain", "nats_search": "nats_search", "spinenet_connection_search": "spinenet_search"}
 STEP_KEYS = ("kind", "per_seed")  # keys every prepare step may hold besides its settings
 # top-level keys that are no section
 TOP_LEVEL = {"scale": str, "paper": str, "prepare": list}

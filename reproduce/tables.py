@@ -547,13 +547,16 @@ def cost_note(summary: dict) -> str | None:
     if not cpu:
         return None
     total_h = statistics.fmean(cpu) * len(records) / 60
+    n_shared = sum(bool(rec.get("shared_from")) for rec in records)
     left_out = (f" (the other {len(records) - len(cpu)} resumed, ran a preparation step in their own process, or "
                 "used more threads)" if len(cpu) < len(records) else "")
     return (f"Cost on idle cores, from the CPU time of {len(cpu)} of the {len(records)} runs{left_out}; a 1-thread "
             f"run's CPU time is about its wall time on one idle core: median run {statistics.median(cpu):.1f} min "
             f"(range {cpu[0]:.1f}-{cpu[-1]:.1f}); the {len(records)} runs about {total_h:.1f} h of CPU (their mean x "
             f"{len(records)}), {total_h / 2:.1f} h on 2 idle cores running two at once (preparation steps not "
-            "included: see their cost columns).")
+            "included: see their cost columns)" + (f"; {n_shared} of the runs are shared with another ablation "
+                                                  "(trained once there: the table alone costs this much, the suite "
+                                                  "less)." if n_shared else "."))
 
 
 def _row_notes(summary: dict) -> list[str]:
@@ -570,6 +573,15 @@ def _row_notes(summary: dict) -> list[str]:
             notes.append(f"{r['label']}: {n} run(s) made with `{flags}`")
         if r.get("size_note"):
             notes.append(f"{r['label']}: params / FLOPs not counted: {r['size_note']}")
+        shared: dict[str, list] = {}
+        for x in r.get("done_records") or []:
+            if x.get("shared_from"):
+                src = x["shared_from"]
+                shared.setdefault(f"{src.get('ablation')}/{src.get('variant')}", []).append(x.get("seed"))
+        for src, seeds in sorted(shared.items()):
+            notes.append(f"{r['label']}: seed(s) {', '.join(map(str, sorted(seeds, key=str)))} are the runs of "
+                         f"`{src}` (same config and seed: trained once, the record shared; `shared_from` in the "
+                         "record names it)")
         for line in r.get("mixed_prepare") or []:
             notes.append(f"{r['label']}: its seeds trained different networks: {line}; one search should serve every "
                          "seed: re-run the odd ones (delete their records, `reproduce run`)")
@@ -823,7 +835,8 @@ def _scale_image_size(summary: dict):
 
 RUNS_CSV_COLUMNS = ["ablation", "variant", "seed", "scale", "status", "config_current", "AP", "AP50", "AP75", "APs",
                     "APm", "APl", "AR100", "fps", "fps_kind", "params", "flops_macs", "flops_input_size", "run_min",
-                    "prepare_min", "wall_time_min", "cpu_time_min", "load_average", "commit", "dirty", "record"]
+                    "prepare_min", "wall_time_min", "cpu_time_min", "load_average", "commit", "dirty", "record",
+                    "shared_from"]
 
 
 def runs_csv_rows(summary: dict) -> list[list[str]]:
@@ -831,7 +844,8 @@ def runs_csv_rows(summary: dict) -> list[list[str]]:
     ``config_current`` is False for a stale record (made with an earlier config; left out of the table);
     ``run_min`` is the run's own training + evaluation time (``detection_wall_s``), ``prepare_min`` the
     preparation steps it ran or reused, ``cpu_time_min`` the attempt's CPU time (not inflated by other jobs on a
-    shared machine) with ``load_average`` (1 / 5 / 15 min) when it ended, ``record`` the record's path in the store."""
+    shared machine) with ``load_average`` (1 / 5 / 15 min) when it ended, ``record`` the record's path in the store,
+    ``shared_from`` the record of the run it shares (trained once in another ablation, same config and seed)."""
     name, store = summary["ablation"]["name"], _store_name(summary.get("runs_root"))
     stale = {id(r) for r in summary.get("stale_records", [])}
     out = []
@@ -854,7 +868,8 @@ def runs_csv_rows(summary: dict) -> list[list[str]]:
                     _num_cell(float(r["cpu_time_s"]) / 60 if r.get("cpu_time_s") is not None else None, 2),
                     " ".join(f"{x:g}" for x in r.get("load_average") or []),
                     (r.get("git") or {}).get("commit", ""), str((r.get("git") or {}).get("dirty", "")),
-                    f"{store}/{name}/{r.get('variant')}/seed{r.get('seed')}/record.json"])
+                    f"{store}/{name}/{r.get('variant')}/seed{r.get('seed')}/record.json",
+                    f"{store}/{r['shared_from']['record']}" if (r.get("shared_from") or {}).get("record") else ""])
     return out
 
 

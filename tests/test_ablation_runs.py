@@ -391,3 +391,53 @@ def test_corrupt_record_is_named_shown_unreadable_and_redone(test_configs, runs_
     assert rec["status"] == "completed" and rec["attempt"] == 1 and read_record(bad) == rec
     [aside] = bad.parent.glob("record.json.corrupt-*")
     assert aside.read_text() == '{"status": "comp'
+
+
+def test_run_trained_in_another_ablation_is_shared_not_trained_again(install_ablation, runs_root, monkeypatch):
+    """One experiment (same config, seed and scale) listed by two ablations trains once: the second gets a
+    record of the first's results naming it in ``shared_from`` (a share of a share leads to the origin), the
+    table says so, and a different config, --no-share or another seed still trains."""
+    one = {**TEST_ABLATION, "variants": {"good": TEST_ABLATION["variants"]["good"]}, "table": {"metrics": ["AP"]}}
+    cfg_dir = None
+    for name in ("t_z", "t_b", "t_c"):
+        cfg_dir = install_ablation(name, one)
+    spec = expand("t_z", "smoke", seeds=1)[0]
+    write_record(record_path("t_z", "good", 0, runs_root),
+                 {"ablation": "t_z", "variant": "good", "seed": 0, "scale": "smoke", "status": "completed",
+                  "metrics": {"AP": 0.3}, "requested_config": spec.config, "config": spec.config, "wall_time_s": 60.0,
+                  "speed_side_by_side": {"session": "t_z's", "fps": 9.0}})
+    trained = []
+    monkeypatch.setattr("reproduce.train.run_one", lambda **kw: trained.append((kw["ablation"], kw["seed"], kw["sets"]))
+                        or {"status": "completed"})
+    quiet = dict(isolate=False, runs_root=runs_root, log=lambda *a: None)
+    assert run_ablation("t_b", "smoke", seeds=1, dry_run=True, **quiet) == [] and trained == []
+    assert not record_path("t_b", "good", 0, runs_root).exists()  # a dry run only names the twin
+    rec = run_ablation("t_b", "smoke", seeds=1, **quiet)[0]
+    assert trained == [] and rec == read_record(record_path("t_b", "good", 0, runs_root))
+    assert rec["ablation"] == "t_b" and rec["metrics"] == {"AP": 0.3} and rec["wall_time_s"] == 60.0
+    assert rec["shared_from"]["record"] == "t_z/good/seed0/record.json" and "speed_side_by_side" not in rec
+    # t_c meets t_b's shared record first (store order) and follows it to the origin
+    assert run_ablation("t_c", "smoke", seeds=1, **quiet)[0]["shared_from"]["record"] == "t_z/good/seed0/record.json"
+    assert run_ablation("t_b", "smoke", seeds=1, **quiet)[0] == rec  # completed: skipped as any other record
+
+    run_ablation("t_b", "smoke", [1], **quiet)  # no twin of seed 1
+    run_ablation("t_c", "smoke", [0], sets=["optimizer.lr=0.5"], rerun_changed=True, **quiet)
+    run_ablation("t_z", "smoke", [1], share=False, **quiet)
+    assert trained == [("t_b", 1, []), ("t_c", 0, ["optimizer.lr=0.5"]), ("t_z", 1, [])]
+
+    md = write_ablation_tables("t_b", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
+    assert "seed(s) 0 are the runs of `t_z/good` (same config and seed: trained once" in md
+    runs_csv = (cfg_dir.parent / "reports" / "t_b_runs.csv").read_text().splitlines()
+    assert runs_csv[0].endswith(",record,shared_from") and runs_csv[1].endswith(",runs/t_z/good/seed0/record.json")
+
+
+def test_settings_of_a_step_a_run_does_not_prepare_do_not_change_it():
+    """A scale sets ``pretrain:`` for every run; only a run whose ``prepare:`` pretrains reads it."""
+    from reproduce.records import config_changes
+
+    assert config_changes({"config": {"pretrain": {"epochs": 8}, "a": 1}}, {"pretrain": {"epochs": 9}, "a": 1}) == []
+    steps = [{"kind": "pretrain"}]
+    assert config_changes({"requested_config": {"pretrain": {"epochs": 8}, "prepare": steps}},
+                          {"pretrain": {"epochs": 9}, "prepare": steps}) == ["pretrain.epochs"]
+    assert config_changes({"requested_config": {"pretrain": {"epochs": 8}}},
+                          {"pretrain": {"epochs": 8}, "prepare": steps}) == ["prepare"]
