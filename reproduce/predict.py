@@ -318,14 +318,14 @@ def predict_run(run: str | os.PathLike, *, runs_root=None, split: str | None = N
     import torch
 
     from .data.transforms import build_transforms
-    from .records import read_record
+    from .records import read_record, trained_in
 
     run_dir = resolve_run(run, runs_root)
     rec = read_record(run_dir / "record.json")
     if rec.get("status") != "completed":
         print(f"note: {run_dir} is {rec.get('status')!r}, not completed: predicting with its last checkpoint",
               file=sys.stderr)
-    ckpt = checkpoint_of(run_dir)
+    ckpt = checkpoint_of(trained_in(run_dir / "record.json", rec))  # a shared run: the weights of the run it shares
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     module = load_module(ckpt, device)
     l2c = {int(k): int(v) for k, v in (module.hparams.label_to_category or {}).items()}

@@ -321,6 +321,14 @@ def share_record(path: str | Path, twin_path: str | Path, twin: dict, *, ablatio
     return rec
 
 
+def trained_in(path: str | Path, record: dict) -> Path:
+    """The folder holding the checkpoints of the run whose record is at ``path``: its own, or for a record
+    :func:`share_record` wrote, the folder of the run it shares (``shared_from``, relative to the store)."""
+    path = Path(path)
+    shared = (record.get("shared_from") or {}).get("record")
+    return path.parents[3] / Path(shared).parent if shared else path.parent
+
+
 def ended_unfinished(record: dict | None) -> bool:
     """Whether a run's last attempt ended without finishing its record: stopped (``interrupted``),
     still ``running`` (its process was killed), or ``failed`` with ``failure_kind`` ``crash`` (its process

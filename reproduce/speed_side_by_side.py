@@ -29,7 +29,7 @@ import torch
 
 from .distributed import newest_last_checkpoint
 from .measure import inference_speed
-from .records import load_records, record_path, update_record
+from .records import load_records, record_path, trained_in, update_record
 
 
 def _load_detector(ckpt: Path):
@@ -51,7 +51,7 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
     runs, missing = [], []
     for r in recs:
         path = record_path(ablation, r["variant"], r["seed"], runs_root)
-        ckpt = newest_last_checkpoint(path.parent)
+        ckpt = newest_last_checkpoint(trained_in(path, r))  # a shared run: the checkpoint of the run it shares
         name = f"{r['variant']}/seed{r['seed']}"
         if ckpt is None or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ckpt.stat().st_mtime)) < r.get("started", ""):
             missing.append(name)  # none, or an earlier attempt's

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from reproduce.ablation import expand, run_ablation
-from reproduce.records import needs_run, read_record, record_path, write_record
+from reproduce.records import needs_run, read_record, record_path, trained_in, write_record
 from reproduce.tables import write_ablation_tables
 
 TEST_ABLATION = {
@@ -416,6 +416,7 @@ def test_run_trained_in_another_ablation_is_shared_not_trained_again(install_abl
     assert trained == [] and rec == read_record(record_path("t_b", "good", 0, runs_root))
     assert rec["ablation"] == "t_b" and rec["metrics"] == {"AP": 0.3} and rec["wall_time_s"] == 60.0
     assert rec["shared_from"]["record"] == "t_z/good/seed0/record.json" and "speed_side_by_side" not in rec
+    assert trained_in(record_path("t_b", "good", 0, runs_root), rec) == runs_root / "t_z/good/seed0"  # its weights
     # t_c meets t_b's shared record first (store order) and follows it to the origin
     assert run_ablation("t_c", "smoke", seeds=1, **quiet)[0]["shared_from"]["record"] == "t_z/good/seed0/record.json"
     assert run_ablation("t_b", "smoke", seeds=1, **quiet)[0] == rec  # completed: skipped as any other record

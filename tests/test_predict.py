@@ -108,3 +108,18 @@ def test_errors_are_named(trained, tmp_path, capsys):
     assert main(["predict", str(no_ckpt)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_shared_run_predicts_with_the_weights_of_the_run_it_shares(trained, tmp_path):
+    """A run whose record is shared from another ablation's (same config and seed, trained once) has no
+    checkpoint of its own: predict reads the one of the run named in ``shared_from``."""
+    from reproduce.records import share_record
+
+    run, root, tmp = trained
+    store = run.parents[2]
+    twin = share_record(store / "other_ablation" / "row" / run.name / "record.json", run / "record.json",
+                        read_record(run / "record.json"), ablation="other_ablation", variant="row", paper="test",
+                        sets=[], root=store)
+    assert twin["shared_from"]["record"] == str((run / "record.json").relative_to(store))
+    s = predict_run(store / "other_ablation" / "row" / run.name, out=tmp_path / "shared.json")
+    assert s["checkpoint"].startswith(str(run / "checkpoints")) and s["detections"] > 0
