@@ -155,14 +155,16 @@ def _store_order(rec: dict) -> tuple:
 
 
 def session_of(records: list[dict]) -> dict | None:
-    """The side-by-side speed measurement (``reproduce speed``, :mod:`reproduce.speed_side_by_side`)
-    shared by every completed record, or None when a completed record lacks one or they come from
-    different sessions (then tables use per-run FPS)."""
+    """The side-by-side speed measurement (``reproduce speed``, :mod:`reproduce.speed_side_by_side`) of the
+    completed records: the one session that every measured completed record carries, or None when none is
+    measured or they come from different sessions (then tables use per-run FPS). A completed run without one
+    had no checkpoint where the measurement ran (checkpoints are not committed); tables leave it out of
+    the FPS mean and name it, as long as each row has a measured run (:func:`reproduce.tables.summarize`)."""
     done = [r for r in records if r.get("status") == "completed"]
-    sessions = {(r.get("speed_side_by_side") or {}).get("session") for r in done}
-    if not done or len(sessions) != 1 or None in sessions:
+    sessions = {r["speed_side_by_side"].get("session") for r in done if r.get("speed_side_by_side")}
+    if len(sessions) != 1 or None in sessions:
         return None
-    return done[0]["speed_side_by_side"]
+    return next(r["speed_side_by_side"] for r in done if r.get("speed_side_by_side"))
 
 
 # how long to wait for a run lock before taking it as held: long enough for another command's look at the

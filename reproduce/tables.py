@@ -190,7 +190,12 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         stale_recs += old
     metrics = abl.get("table", {}).get("metrics", ["AP", "AP50", "AP75", "APs", "APm", "APl"])
     primary = abl.get("table", {}).get("primary", "AP")
-    side = session_of(recs)  # one side-by-side speed measurement of every completed run, if any
+    side = session_of(recs)  # one side-by-side speed measurement of the completed runs, if any
+    by_variant = {v: [r for r in recs if r.get("variant") == v and r.get("status") == "completed"] for v in abl["variants"]}
+    unmeasured = [f"{v}/seed{r.get('seed')}" for v, done in by_variant.items() for r in done
+                  if not r.get("speed_side_by_side")]
+    if side and any(done and not any(r.get("speed_side_by_side") for r in done) for done in by_variant.values()):
+        side = None  # a row with runs but none measured side by side: its FPS would not compare with the others'
     rows = []
     for v, spec in abl["variants"].items():
         vr = [r for r in recs if r.get("variant") == v]
@@ -205,7 +210,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
                "seeds": sorted(r["seed"] for r in done), "metrics": {}, "curves": [r.get("curve", []) for r in done]}
         for m in set(metrics) | {"AP", "FPS"}:
             if m == "FPS":  # measured inference speed, stored beside the COCO metrics
-                key = "speed_side_by_side" if side else "speed"
+                key = "speed_side_by_side" if side else "speed"  # side by side: the measured runs of the row
                 vals = [r[key]["fps"] for r in done if r.get(key)]
             else:
                 vals = [r["metrics"][m] for r in done if r.get("metrics", {}).get(m, -1) >= 0]
@@ -246,6 +251,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["wall_untimed"] = len(done) - len(wall)  # resumed runs whose whole wall time is unknown
         rows.append(row)
     return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs, "side_by_side": side,
+            "fps_unmeasured": unmeasured if side else [],
             "stale_records": stale_recs, "runs_root": runs_root}
 
 
@@ -254,10 +260,13 @@ def _fps_note(summary: dict) -> str:
     side = summary.get("side_by_side")
     if side:
         load = "/".join(f"{x:.1f}" for x in side["loadavg_start"][:1] + side["loadavg_end"][:1])
-        return (f"FPS: CPU inference, batch 1, median over {side['rounds']} interleaved rounds, all "
+        every = "" if summary.get("fps_unmeasured") else "all "
+        return (f"FPS: CPU inference, batch 1, median over {side['rounds']} interleaved rounds, {every}"
                 f"{side['runs_measured']} runs measured side by side in one process after training "
                 f"(`{side['command']}`, {side['session']}, {side['threads']} thread(s), load average {load} "
-                "at start / end), mean over seeds.")
+                "at start / end), mean over seeds" + (
+                    f"; not measured (no checkpoint where the measurement ran; the row's FPS is its other seeds'): "
+                    f"{', '.join(summary['fps_unmeasured'])}." if summary.get("fps_unmeasured") else "."))
     return f"FPS: median CPU inference latency, batch 1, measured at the end of each run{_threads_note(summary)}."
 
 

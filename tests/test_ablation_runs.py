@@ -356,7 +356,7 @@ def test_table_cell_shows_std_only_with_two_or_more_seeds():
     assert _fmt(float("nan"), float("nan"), 0) == "–"
 
 
-def test_side_by_side_speed_only_when_every_run_shares_one_session():
+def test_side_by_side_speed_only_when_every_measured_run_shares_one_session():
     from reproduce.records import session_of
 
     a = {"status": "completed", "speed_side_by_side": {"session": "s1", "fps": 10.0}}
@@ -364,8 +364,34 @@ def test_side_by_side_speed_only_when_every_run_shares_one_session():
     failed = {"status": "failed"}
     assert session_of([a, dict(a), failed])["session"] == "s1"
     assert session_of([a, b]) is None  # measured in two sessions: not side by side
-    assert session_of([a, {"status": "completed"}]) is None  # one run not measured
-    assert session_of([failed]) is None
+    assert session_of([a, {"status": "completed"}])["session"] == "s1"  # one run without its checkpoint: named
+    assert session_of([failed]) is None and session_of([{"status": "completed"}]) is None
+
+
+def test_side_by_side_fps_leaves_out_runs_without_a_checkpoint_but_not_a_whole_row(install_ablation, runs_root):
+    """Checkpoints are not committed: a run trained on another machine cannot be measured. Its row takes the
+    FPS of its measured seeds and the note names it; a row with no measured run makes the table fall back
+    to every run's own end-of-run FPS (side-by-side figures would not compare with it)."""
+    install_ablation("t_fps", {**TEST_ABLATION, "variants": {"a": {"label": "A"}, "b": {"label": "B"}}})
+    cfg = {v: expand("t_fps", "smoke", seeds=1, variants=[v])[0].config for v in ("a", "b")}
+
+    def rec(v, seed, side_fps=None):
+        r = {"ablation": "t_fps", "variant": v, "seed": seed, "scale": "smoke", "status": "completed",
+             "metrics": {"AP": 0.2}, "requested_config": cfg[v], "speed": {"fps": 1.0, "threads": 1}}
+        if side_fps:
+            r["speed_side_by_side"] = {"session": "s1", "fps": side_fps, "rounds": 5, "runs_measured": 2,
+                                       "command": "reproduce speed t_fps", "threads": 1, "loadavg_start": [1.0],
+                                       "loadavg_end": [1.0]}
+        write_record(record_path("t_fps", v, seed, runs_root), r)
+
+    rec("a", 0, 10.0), rec("a", 1), rec("b", 0, 20.0)
+    reports = runs_root.parent / "reports"
+    md = write_ablation_tables("t_fps", runs_root=runs_root, reports=reports)[0].read_text()
+    assert "| 10.0 |" in md and "| 20.0 |" in md and "2 runs measured side by side" in md
+    assert "not measured (no checkpoint where the measurement ran; the row's FPS is its other seeds'): a/seed1." in md
+    rec("b", 0)  # now row B has no measured run
+    md = write_ablation_tables("t_fps", runs_root=runs_root, reports=reports)[0].read_text()
+    assert "measured at the end of each run" in md and "| 1.0 |" in md and "side by side" not in md
 
 
 def test_corrupt_record_is_named_shown_unreadable_and_redone(test_configs, runs_root):
