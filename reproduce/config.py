@@ -33,21 +33,6 @@ from .paths import ROOT, project_path  # noqa: F401  (re-exported: the config la
 
 CONFIG_DIR = ROOT / "configs"
 
-# prepare step kind -> the config section holding its settings. A run reads a section only through a step
-# its ``prepare:`` list names, so the section of a step it does not run cannot change its result
-# (:func:`unused_step_sections`).
-PREPARATION_SECTIONS = {"pretrain": "pretrain", "nats_search": "nats_search",
-                        "spinenet_connection_search": "spinenet_search"}
-
-
-def unused_step_sections(*cfgs: dict) -> set[str]:
-    """The preparation-settings sections that none of ``cfgs`` reads: those of the step kinds no
-    ``prepare:`` list of theirs names (a scale file sets ``pretrain:`` for every run; only the runs
-    that pretrain read it)."""
-    used = {step.get("kind") for cfg in cfgs for step in (cfg or {}).get("prepare") or [] if isinstance(step, dict)}
-    return {section for kind, section in PREPARATION_SECTIONS.items() if kind not in used}
-
-
 def deep_merge(base: dict, *overrides: dict | None) -> dict:
     out = copy.deepcopy(base)
     for over in overrides:

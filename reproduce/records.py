@@ -35,8 +35,6 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .config import unused_step_sections
-
 RUNS_DIR = Path(os.environ.get("REPRODUCE_RUNS", "runs"))
 STATUSES = ("running", "completed", "failed", "interrupted")
 UNREADABLE = "unreadable"  # the status :func:`load_records` gives a record file it cannot read
@@ -256,6 +254,21 @@ def _flatten(d, prefix: str = "") -> dict:
     return out
 
 
+# prepare step kind -> the config section holding its settings. A run reads a section only through a step
+# its ``prepare:`` list names, so the section of a step it does not run cannot change its result
+# (:func:`unused_step_sections`).
+PREPARATION_SECTIONS = {"pretrain": "pretrain", "nats_search": "nats_search",
+                        "spinenet_connection_search": "spinenet_search"}
+
+
+def unused_step_sections(*cfgs: dict) -> set[str]:
+    """The preparation-settings sections that none of ``cfgs`` reads: those of the step kinds no
+    ``prepare:`` list of theirs names (a scale file sets ``pretrain:`` for every run; only the runs
+    that pretrain read it)."""
+    used = {step.get("kind") for cfg in cfgs for step in (cfg or {}).get("prepare") or [] if isinstance(step, dict)}
+    return {section for kind, section in PREPARATION_SECTIONS.items() if kind not in used}
+
+
 def _comparable(cfg: dict, neutral: tuple[str, ...] = ()) -> dict:
     flat = _flatten(json.loads(json.dumps(cfg, default=str)))  # tuples -> lists, as a stored record has them
     return {k: v for k, v in flat.items()
@@ -266,7 +279,7 @@ def _comparable(cfg: dict, neutral: tuple[str, ...] = ()) -> dict:
 def config_changes(record: dict | None, cfg: dict) -> list[str]:
     """The config keys whose values differ between the run ``record`` was made with and ``cfg`` (the
     run's config now, before preparation steps), ignoring :data:`RESULT_NEUTRAL_KEYS` and the settings of
-    preparation steps that neither runs (:func:`reproduce.config.unused_step_sections`). A record from
+    preparation steps that neither runs (:func:`unused_step_sections`). A record from
     before ``requested_config`` was stored compares its ``config`` when it had no preparation step,
     and is taken as unchanged otherwise (its config holds the steps' outputs)."""
     if not record:

@@ -28,8 +28,8 @@ import typing
 from pathlib import PurePath
 from typing import Any, Literal
 
-from .config import PREPARATION_SECTIONS as PREPARATION
 from .config import ConfigError
+from .records import PREPARATION_SECTIONS as PREPARATION
 
 # sections other than ``model`` and ``trainer``; their key tables live beside the code that reads them
 # (:func:`_section_tables`)
