@@ -33,6 +33,7 @@ from .paths import ROOT, project_path  # noqa: F401  (re-exported: the config la
 
 CONFIG_DIR = ROOT / "configs"
 
+
 def deep_merge(base: dict, *overrides: dict | None) -> dict:
     out = copy.deepcopy(base)
     for over in overrides:

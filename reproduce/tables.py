@@ -265,7 +265,8 @@ def _fps_note(summary: dict) -> str:
                 f"{side['runs_measured']} runs measured side by side in one process after training "
                 f"(`{side['command']}`, {side['session']}, {side['threads']} thread(s), load average {load} "
                 "at start / end), mean over seeds" + (
-                    f"; not measured (no checkpoint where the measurement ran; the row's FPS is its other seeds'): "
+                    f"; not measured in that session (trained after it, or no checkpoint where it ran; the row's FPS is "
+                    f"its other seeds'): "
                     f"{', '.join(summary['fps_unmeasured'])}." if summary.get("fps_unmeasured") else "."))
     return f"FPS: median CPU inference latency, batch 1, measured at the end of each run{_threads_note(summary)}."
 

@@ -388,7 +388,8 @@ def test_side_by_side_fps_leaves_out_runs_without_a_checkpoint_but_not_a_whole_r
     reports = runs_root.parent / "reports"
     md = write_ablation_tables("t_fps", runs_root=runs_root, reports=reports)[0].read_text()
     assert "| 10.0 |" in md and "| 20.0 |" in md and "2 runs measured side by side" in md
-    assert "not measured (no checkpoint where the measurement ran; the row's FPS is its other seeds'): a/seed1." in md
+    assert ("not measured in that session (trained after it, or no checkpoint where it ran; the row's FPS is its "
+            "other seeds'): a/seed1.") in md
     rec("b", 0)  # now row B has no measured run
     md = write_ablation_tables("t_fps", runs_root=runs_root, reports=reports)[0].read_text()
     assert "measured at the end of each run" in md and "| 1.0 |" in md and "side by side" not in md
