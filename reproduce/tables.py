@@ -200,7 +200,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
     for v, spec in abl["variants"].items():
         vr = [r for r in recs if r.get("variant") == v]
         stale = [r for r in stale_recs if r.get("variant") == v]
-        done = [r for r in vr if r.get("status") == "completed"]
+        done = by_variant[v]
         failed = [r for r in vr if r.get("status") == "failed"]
         row = {"variant": v, "label": spec.get("label", v), "n": len(done), "failed": len(failed),
                "running": len([r for r in vr if r.get("status") == "running"]),
