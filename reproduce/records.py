@@ -157,7 +157,7 @@ def session_of(records: list[dict]) -> dict | None:
     completed records: the one session that every measured completed record carries, or None when none is
     measured or they come from different sessions (then tables use per-run FPS). A completed run without one
     had no checkpoint where the measurement ran (checkpoints are not committed); tables leave it out of
-    the FPS mean and name it, as long as each row has a measured run (:func:`reproduce.tables.summarize`)."""
+    the FPS mean and name it, as long as each row has a measured run (:func:`reproduce.tables.summary.summarize`)."""
     done = [r for r in records if r.get("status") == "completed"]
     sessions = {r["speed_side_by_side"].get("session") for r in done if r.get("speed_side_by_side")}
     if len(sessions) != 1 or None in sessions:

@@ -341,19 +341,19 @@ def test_run_wall_time_leaves_out_preparation_steps():
 
 
 def test_run_column_says_how_many_runs_its_mean_covers():
-    from reproduce.tables import _wall_cell
+    from reproduce.tables.cells import wall_cell
 
-    assert _wall_cell({"wall_min": 12.34, "n": 3, "wall_untimed": 0}) == "12.3"
-    assert _wall_cell({"wall_min": 12.34, "n": 3, "wall_untimed": 1}) == "12.3 (2 of 3 runs)"
-    assert _wall_cell({"wall_min": float("nan"), "n": 1, "wall_untimed": 1}) == "–"
+    assert wall_cell({"wall_min": 12.34, "n": 3, "wall_untimed": 0}) == "12.3"
+    assert wall_cell({"wall_min": 12.34, "n": 3, "wall_untimed": 1}) == "12.3 (2 of 3 runs)"
+    assert wall_cell({"wall_min": float("nan"), "n": 1, "wall_untimed": 1}) == "–"
 
 
 def test_table_cell_shows_std_only_with_two_or_more_seeds():
-    from reproduce.tables import _fmt
+    from reproduce.tables.cells import fmt_metric
 
-    assert _fmt(0.109, 0.0, 1) == "10.9 (n=1)"
-    assert _fmt(0.02, 0.001, 3) == "2.0 ± 0.1 (n=3)"
-    assert _fmt(float("nan"), float("nan"), 0) == "–"
+    assert fmt_metric(0.109, 0.0, 1) == "10.9 (n=1)"
+    assert fmt_metric(0.02, 0.001, 3) == "2.0 ± 0.1 (n=3)"
+    assert fmt_metric(float("nan"), float("nan"), 0) == "–"
 
 
 def test_side_by_side_speed_only_when_every_measured_run_shares_one_session():

@@ -1,0 +1,119 @@
+"""Verdicts under a table: does each claim of the paper (``table.claims``: an ordering, or "close" within a
+tolerance either way) reproduce, judged against the seed spread (floored by the scale's measured run-to-run
+spread), and is the reference row's AP regime high enough for a verdict to mean much.
+"""
+from __future__ import annotations
+
+import math
+
+
+def claim_variants(claim: dict) -> tuple[str, str]:
+    """The two variants a claim compares: ``{better, worse}`` (an ordering) or ``{close, to}`` (the first
+    comes close to the second: their gap, relative to the second, is within ``tolerance`` either way)."""
+    if "close" in claim:
+        return claim["close"], claim["to"]
+    return claim["better"], claim["worse"]
+
+
+# Below this primary metric of the reference row (AP 0.15) the models are still starting to learn: an
+# ordering there measures how fast a row starts, not the paper's claim.
+WEAK_REGIME_AP = 0.15
+
+
+# A floor, per scale, under the seed std that verdicts compare a gap with (AP, 0-1). A std over 3 seeds is
+# poorly determined (its 95% interval spans about 0.5x to 6x the estimate), and runs of one config that
+# round differently land further apart than its seeds did. cpu: the baseline RetinaNet's 3 seeds (1 torch
+# thread, the records) gave AP 50.4 / 49.2 / 50.1, a std of 0.6 points; the same config replayed with 2
+# threads gave 55.7 and 47.7 for seed 0 (2 threads are not even reproducible run to run) and 51.8 for seed 1:
+# 2.8 points of std over the 6 runs (reports/benchmarks.md "Replay spread", benchmarks/replay_spread.py,
+# holds 5 of them, 1.5 points of std; the 55.7 is the README's fresh-clone quickstart of 2026-12-01, whose
+# record was not kept). Measured on one row at AP ~0.5 and applied to every cpu table's AP verdicts: rows
+# nearer 0 may spread less in absolute terms, so it is a conservative floor there. Other metrics: no floor.
+RUN_TO_RUN_STD = {"cpu": 0.028}
+
+
+def reference_variants(ablation: dict) -> list[str]:
+    """``table.reference``: the row (or rows) the scale is calibrated on, one name or a list."""
+    ref = ablation.get("table", {}).get("reference")
+    return [] if ref is None else [ref] if isinstance(ref, str) else list(ref)
+
+
+def regime_line(summary: dict) -> str | None:
+    """The AP regime of the table: its ``table.reference`` row's primary metric (mean over seeds), and
+    whether it is too low for the verdicts to mean much."""
+    table = summary["ablation"].get("table", {})
+    refs, m = reference_variants(summary["ablation"]), table.get("primary", "AP")
+    rows = [r for r in summary["rows"] if r["variant"] in refs and r["n"]]
+    if not rows or m == "FPS":
+        return None
+
+    def cell(r):
+        held = r.get("heldout") or (0.0, 0.0, 0)
+        return (f"{r['label']} {r['metrics'][m][0] * 100:.1f} ± {r['metrics'][m][1] * 100:.1f} (n={r['metrics'][m][2]}"
+                + (f"; held-out val {held[0] * 100:.1f}" if held[2] else "") + ")")
+
+    cells = ", ".join(cell(r) for r in rows)
+    what = "reference row" + ("s" if len(rows) > 1 else "")
+    if min(r["metrics"][m][0] for r in rows) < WEAK_REGIME_AP:
+        return (f"- Regime: {what} at {m} {cells}, below {WEAK_REGIME_AP * 100:.0f}: the models are still starting "
+                f"to learn, so **every verdict below is weak** (it measures how fast a row starts learning, not "
+                f"the paper's claim).")
+    return f"- Regime: {what} at {m} {cells}."
+
+
+def verdicts(summary: dict) -> list[str]:
+    """One line per claim in ``table.claims``: ``{better, worse, metric, source}`` or
+    ``{close, to, tolerance, metric, source}``; first the AP regime of the reference row (:func:`regime_line`)."""
+    rows = {r["variant"]: r for r in summary["rows"]}
+    regime = regime_line(summary) if summary["ablation"].get("table", {}).get("claims") else None
+    out = [regime] if regime else []
+    for c in summary["ablation"].get("table", {}).get("claims", []):
+        m = c.get("metric", summary["ablation"].get("table", {}).get("primary", "AP"))
+        first, second = claim_variants(c)
+        b, w = rows.get(first), rows.get(second)
+        tol = float(c.get("tolerance", 0.0))
+        desc = (f"{first} within ±{tol:.0%} of {second} on {m}" if "close" in c
+                else f"{first} > {second} on {m}")
+        if c.get("source"):
+            desc += f" ({c['source']})"
+        if not b or not w or b["n"] == 0 or w["n"] == 0:
+            out.append(f"- {desc}: **not tested** (a variant has no completed run)")
+            continue
+        (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
+        diff = mb - mw
+        floor = RUN_TO_RUN_STD.get(summary.get("scale"), 0.0) if m == "AP" else 0.0  # measured on AP only
+        spread = max(sb, sw, floor)
+        std_name = "seed std" if max(sb, sw) >= floor else f"run-to-run std ({floor * 100:.1f} at this scale)"
+        one_seed = min(nb, nw) < 2  # no seed spread to compare a gap with yet
+
+        def within_spread(gap: float) -> bool:
+            return not one_seed and gap <= 2 * spread
+
+        def against_spread(gap: float) -> str:  # how a gap compares with the seed spread
+            if one_seed:
+                return "one seed: no seed spread yet"
+            return f"within 2x the {std_name}" if within_spread(gap) else f"beyond 2x the {std_name}"
+
+        k = 1.0 if m == "FPS" else 100.0
+        nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
+        if "close" in c:
+            rel = diff / mw if mw else math.inf
+            nums += f", {rel:+.0%}"
+            side = "above" if diff > 0 else "below" if diff < 0 else "equal to"
+            where = f"{first} {abs(rel):.0%} {side} {second}" if diff else f"{first} equal to {second}"
+            excess = abs(diff) - tol * abs(mw)  # how far the gap is outside the tolerance band
+            if excess <= 0:
+                out.append(f"- {desc}: **reproduced** ({where}, inside ±{tol:.0%}; {nums}"
+                           f"{', one seed' if one_seed else ''})")
+            elif within_spread(excess):
+                out.append(f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}, by less than 2x the "
+                           f"{std_name}; {nums})")
+            else:
+                out.append(f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}; {nums}, "
+                           f"{against_spread(excess)})")
+        elif diff > 0:
+            weak = ", so weak" if within_spread(diff) else ""
+            out.append(f"- {desc}: **reproduced** ({nums}, {against_spread(diff)}{weak})")
+        else:
+            out.append(f"- {desc}: **not reproduced** ({nums}, {against_spread(-diff)})")
+    return out
