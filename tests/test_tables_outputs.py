@@ -255,3 +255,33 @@ def test_seeds_prepared_by_different_searches_are_flagged(install_ablation, runs
     a = next(ln for ln in md.splitlines() if ln.startswith("| A |"))
     assert "seeds prepared by different searches" in a and "A: its seeds trained different networks" in md
     assert mixed_preparations([{"seed": 0, "prepare": search("k")}, {"seed": 1, "prepare": search("k")}]) == []
+
+
+def test_searched_rows_say_how_their_connections_were_searched(install_ablation, runs_root, tmp_path):
+    """Paper Table 8's fixed orders have searched connections: the table says, per search record the row's runs
+    trained on, the search's strategy, candidates, best proxy AP, its wall time, the seeds, and what the rule graph
+    it started from scored on the same proxy."""
+    import json
+
+    cfg_dir = install_ablation("t_out", SPEC)
+    abl = {**SPEC, "name": "t_out"}
+    search_rec = tmp_path / "search" / "record.json"
+    search_rec.parent.mkdir()
+    search_rec.write_text(json.dumps({"candidates": [{"index": 0, "origin": "rule", "AP": 0.1234},
+                                                     {"index": 1, "origin": "random", "AP": 0.2345}]}))
+    step = {"kind": "spinenet_connection_search", "record": str(search_rec), "seed": 0, "candidates": 2,
+            "best_AP": 0.2345, "wall_time_s": 1812.0, "reused_from": None,
+            "connections": "searched (regularized evolution, 2 candidates, best proxy AP 0.2345)"}
+    for seed in range(2):
+        write_record(record_path("t_out", "a", seed, runs_root),
+                     {**_record(abl, "a", seed, 0.3, 10.0, 1), "prepare": [step]})
+    rows = {r["variant"]: r for r in summarize("t_out", "smoke", runs_root)["rows"]}
+    (line,) = rows["a"]["searches"]
+    assert rows["b"]["searches"] == []
+    assert "2 candidates, best proxy AP 0.2345" in line and "30.2 min of search" in line
+    assert "seed(s) 0, 1 trained on it" in line and "rule graph scored proxy AP 0.1234" in line
+    md = write_ablation_tables("t_out", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
+    assert f"A: connections from spinenet_connection_search `{search_rec}`" in md
+    search_rec.unlink()  # the search record gone (another machine): the note keeps what the runs recorded
+    (line,) = summarize("t_out", "smoke", runs_root)["rows"][0]["searches"]
+    assert "best proxy AP 0.2345" in line and "rule graph" not in line

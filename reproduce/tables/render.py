@@ -83,6 +83,8 @@ def _row_notes(summary: dict) -> list[str]:
             notes.append(f"{r['label']}: seed(s) {', '.join(map(str, sorted(seeds, key=str)))} are the runs of "
                          f"`{src}` (same config and seed: trained once, the record shared; `shared_from` in the "
                          "record names it)")
+        for line in r.get("searches") or []:
+            notes.append(f"{r['label']}: connections from {line}")
         for line in r.get("mixed_prepare") or []:
             notes.append(f"{r['label']}: its seeds trained different networks: {line}; one search should serve every "
                          "seed: re-run the odd ones (delete their records, `reproduce run`)")

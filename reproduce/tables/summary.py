@@ -8,10 +8,12 @@ measurement when one covers the rows, preparation-step costs and run wall times.
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from pathlib import Path
 
-from ..config import load_ablation, resolve_run_config, resolve_scale
+from ..config import ROOT, load_ablation, resolve_run_config, resolve_scale
 from ..records import UNREADABLE, config_changes, load_records, session_of
 
 
@@ -113,6 +115,42 @@ def mixed_preparations(records: list[dict]) -> list[str]:
     return lines
 
 
+def searched_connections(records: list[dict]) -> list[str]:
+    """How a row's connections were searched, from its runs' ``prepare`` entries of a connection search
+    (paper Table 8: the fixed orders' connections "searched in the same way as for R0-SP53"): one line per
+    distinct search record, with its strategy, candidate count and best proxy AP (the step's own label), its
+    wall time, which seeds trained on it, and, when the search record can be read, the proxy AP of the rule
+    graph it started from (the search's own baseline on the same proxy)."""
+    by_record: dict[str, tuple[dict, list]] = {}
+    for r in records:
+        for step in r.get("prepare") or []:
+            if step.get("kind") in ARCH_CHANGING_STEPS and step.get("connections"):
+                by_record.setdefault(str(step.get("record")), (step, []))[1].append(r.get("seed"))
+    lines = []
+    for path, (step, seeds) in sorted(by_record.items()):
+        line = (f"{step['kind']} `{path}`: {step['connections']}, {float(step.get('wall_time_s') or 0) / 60:.1f} min "
+                f"of search; seed(s) {', '.join(map(str, sorted(seeds, key=str)))} trained on it")
+        if step.get("reused_from"):
+            line += f" (the search result adopted from `{step['reused_from']}`)"
+        rule = _rule_candidate_ap(path)
+        if rule is not None:
+            line += f"; the rule graph scored proxy AP {rule:.4f} in the same search"
+        lines.append(line)
+    return lines
+
+
+def _rule_candidate_ap(path: str) -> float | None:
+    """Proxy AP of a connection search's rule-graph candidate, read from its record (None when unreadable)."""
+    for p in (Path(path), ROOT / path):
+        try:
+            cands = json.loads(p.read_text()).get("candidates") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        return next((float(c["AP"]) for c in cands if isinstance(c, dict) and c.get("origin") == "rule"
+                     and isinstance(c.get("AP"), (int, float))), None)
+    return None
+
+
 def split_stale(records: list[dict], drift: ConfigDrift) -> tuple[list[dict], list[dict]]:
     """``(current, stale)`` by :class:`ConfigDrift`: a stale record was made with another config than its
     row's now; its numbers describe another experiment, so tables leave it out and count it."""
@@ -196,6 +234,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["sets"] = sorted({tuple(r["sets"]) for r in done if r.get("sets")})
         row["done_records"] = done
         row["mixed_prepare"] = mixed_preparations(done)
+        row["searches"] = searched_connections(done)
         src = done[0] if done else (vr[0] if vr else {})
         row["params"] = src.get("params")
         row["macs"] = src.get("macs")
