@@ -89,7 +89,8 @@ def write_index(reports: Path = REPORTS) -> Path:
     extra = sorted(p for p in reports.glob("*.md") if p.stem not in list_ablations() and p.name != "README.md")
     for p in extra:
         first = next((ln.lstrip("# ").strip() for ln in p.read_text().splitlines() if ln.startswith("#")), p.stem)
-        gen = next((ln.strip() for ln in p.read_text().splitlines() if "enerated by" in ln), "see the file header")
+        gen = next((ln.strip() for ln in p.read_text().splitlines()
+                    if "enerated by" in ln and not ln.lstrip().startswith("<!--")), "see the file header")
         lines.append(f"| [{p.name}]({p.name}) | {first} | {gen.replace('|', '/')} |")
     figs = sorted((reports / "figures").glob("*.png"))
     if figs:
