@@ -11,7 +11,9 @@ under one load, as the guide asks of every speed figure: medians and ratios meas
 distribution; a checkpoint older than the run's start belongs to an earlier attempt and is not
 used), then measures them in interleaved rounds: round 1 times run A, B, C, ..., round 2 again, and
 so on, so a load change hits every run alike. Each run's result is the median over rounds of the
-per-round median latency (batch 1, random input at the run's image size, ``torch.inference_mode``),
+per-round median latency (batch 1, ``torch.inference_mode``, the first ``repeats`` val images of the run's
+data config, so every run of a table times the same images and its post-processing sees real detections;
+on random noise the trained runs of one architecture differed by up to 30%, see :mod:`reproduce.measure`),
 stored in its record as ``speed_side_by_side`` with the measuring session's id. ``reproduce tables``
 uses these figures for the FPS column when every completed run of the table carries one from the
 same session (:func:`reproduce.records.session_of`), and says so in the table note; otherwise it
@@ -19,6 +21,7 @@ falls back to the per-run figures and says that instead.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -30,6 +33,16 @@ import torch
 from .distributed import newest_last_checkpoint
 from .measure import inference_speed
 from .records import load_records, record_path, trained_in, update_record
+
+
+def _speed_images(data_cfg: dict, n: int, cache: dict) -> list:
+    """The first ``n`` val images of a data config, loaded once per config."""
+    from .data import DetectionDataModule
+
+    key = json.dumps(data_cfg, sort_keys=True, default=str)
+    if key not in cache:
+        cache[key] = DetectionDataModule(data_cfg).speed_images(n)
+    return cache[key]
 
 
 def _load_detector(ckpt: Path):
@@ -48,7 +61,7 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
         raise ValueError(f"{ablation}: no completed run at scale {scale!r} to measure")
     if threads:
         torch.set_num_threads(int(threads))
-    runs, missing = [], []
+    runs, missing, images = [], [], {}
     for r in recs:
         path = record_path(ablation, r["variant"], r["seed"], runs_root)
         ckpt = newest_last_checkpoint(trained_in(path, r))  # a shared run: the checkpoint of the run it shares
@@ -58,11 +71,12 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
             continue
         try:
             det = _load_detector(ckpt)
-        except Exception as e:  # e.g. a pretrained-weights path of the run's config is gone
+            inputs = _speed_images(r["config"]["data"], repeats, images)
+        except Exception as e:  # e.g. a pretrained-weights path or the data set of the run's config is gone
             missing.append(f"{name} ({type(e).__name__}: {str(e)[:120]})")
             continue
         runs.append({"variant": r["variant"], "seed": r["seed"], "path": path, "detector": det,
-                     "size": int(r["config"]["data"]["image_size"]), "times": [], "mins": []})
+                     "size": int(r["config"]["data"]["image_size"]), "images": inputs, "times": [], "mins": []})
     if missing:
         log(f"no checkpoint of this attempt (not measured; the table falls back to per-run FPS): {', '.join(missing)}")
     if not runs:
@@ -73,16 +87,18 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
     for i in range(rounds):
         for run in runs:
             res = inference_speed(run["detector"], run["size"], batch=1, device="cpu", repeats=repeats,
-                                  warmup=warmup if i == 0 else 1, forward=lambda m, x: m(list(x)))
+                                  warmup=warmup if i == 0 else 1, forward=lambda m, x: m(list(x)), images=run["images"])
             run["times"].append(res["median_ms"])
             run["mins"].append(res["min_ms"])
+            run["input"] = res["input"]
     load_end = os.getloadavg()
     out = []
     for run in runs:
         med = statistics.median(run["times"])
         speed = {"median_ms": med, "fps": 1000.0 / med, "min_ms": min(run["mins"]), "rounds": rounds,
                  "repeats": repeats, "batch": 1, "device": "cpu", "threads": torch.get_num_threads(),
-                 "input_size": run["size"], "session": session, "runs_measured": len(runs),
+                 "input_size": run["size"], "input": run["input"], "session": session,
+                 "runs_measured": len(runs),
                  "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in load_end],
                  "host": platform.node(), "command": f"reproduce speed {ablation} --scale {scale}"}
         update_record(run["path"], speed_side_by_side=speed)

@@ -93,7 +93,9 @@ def debug_callbacks(debug: dict | None) -> list[Callback]:
     return out
 
 
-def _measure(module, cfg: dict, speed: bool = True) -> dict:
+def _measure(module, cfg: dict, dm=None) -> dict:
+    """Params and FLOPs of the run's detector; with the run's data module ``dm`` also its inference speed on
+    the first val images (:meth:`~reproduce.data.DetectionDataModule.speed_images`)."""
     det = module.detector
     size = int(cfg["data"]["image_size"])
     out = {"params": count_params(det), "macs": detector_macs(det, size), "macs_input_size": size,
@@ -103,12 +105,12 @@ def _measure(module, cfg: dict, speed: bool = True) -> dict:
         out["macs_paper"] = detector_macs(det, int(paper_size))
         out["paper_input_size"] = int(paper_size)
     speed_cfg = (cfg.get("measure") or {}).get("speed", {"repeats": 10})
-    if speed and speed_cfg:
+    if dm is not None and speed_cfg:
         device = next(det.parameters()).device
-        sp = inference_speed(det, size, batch=int(speed_cfg.get("batch", 1)), device=device,
-                             warmup=int(speed_cfg.get("warmup", 3)), repeats=int(speed_cfg.get("repeats", 10)),
-                             forward=lambda m, x: m(list(x)))
-        out["speed"] = {k: sp[k] for k in ("median_ms", "fps", "batch", "device", "threads")}
+        batch, repeats = int(speed_cfg.get("batch", 1)), int(speed_cfg.get("repeats", 10))
+        sp = inference_speed(det, size, batch=batch, device=device, warmup=int(speed_cfg.get("warmup", 3)),
+                             repeats=repeats, forward=lambda m, x: m(list(x)), images=dm.speed_images(batch * repeats))
+        out["speed"] = {k: sp[k] for k in ("median_ms", "fps", "batch", "device", "threads", "input")}
     return out
 
 
@@ -157,7 +159,7 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
             switches = {k: v for k, v in cfg.get("trainer", {}).items() if k in MODULE_SWITCHES}
             module = DetectionModule(model=model_cfg, optimizer=cfg["optimizer"], num_classes=dm.num_classes,
                                      label_to_category=dm.label_to_category, **switches)
-            record.update(_measure(module, cfg, speed=False))
+            record.update(_measure(module, cfg))
             log_cfg = cfg.get("logger", {})
             loggers = make_loggers(out, paper=paper, ablation=ablation, variant=variant, seed=seed, scale=scale,
                                    config=cfg, use_wandb=log_cfg.get("wandb", True) if use_wandb is None else use_wandb,
@@ -182,7 +184,7 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
                 record["heldout_metrics"] = {k.split("/", 1)[1]: float(v) for k, v in res.items()
                                              if k.startswith("test/")}
             if writer:
-                record.update(_measure(module, cfg))
+                record.update(_measure(module, cfg, dm))
                 clear_hpc_checkpoints(out)
             ok = True
         finally:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from reproduce.ablation import expand, run_ablation
+from reproduce.data import DetectionDataModule
 from reproduce.records import needs_run, read_record, record_path, trained_in, write_record
 from reproduce.tables import write_ablation_tables
 
@@ -74,6 +75,10 @@ def test_failed_run_is_recorded_and_others_complete(test_configs, runs_root):
     assert "not tested" in md  # the claim needs both variants completed
     assert paths[1].read_text().startswith("scale,Variant")
     assert "measured at the end of each run" in md
+    repeats = good["config"]["measure"]["speed"]["repeats"]  # the first `repeats` val images, as many as there are
+    n_val = len(DetectionDataModule(good["config"]["data"]).speed_images(100))
+    kind = f"{min(n_val, repeats)} val image{'s' if min(n_val, repeats) != 1 else ''}"
+    assert good["speed"]["input"] == kind and f"batch 1, on {kind}," in md  # not on noise
 
     # FPS measured side by side after training, from the trained checkpoint, replaces the per-run figure
     from reproduce.speed_side_by_side import measure_side_by_side
@@ -82,6 +87,7 @@ def test_failed_run_is_recorded_and_others_complete(test_configs, runs_root):
                                  log=lambda *a: None)
     assert row["variant"] == "good" and row["median_ms"] > 0 and row["runs_measured"] == 1
     assert read_record(record_path("t_abl", "good", 0, runs_root))["speed_side_by_side"]["session"] == row["session"]
+    assert row["input"] == f"{min(n_val, 2)} val image{'s' if min(n_val, 2) != 1 else ''}"
     md = write_ablation_tables("t_abl", runs_root=runs_root, reports=test_configs.parent / "reports")[0].read_text()
     assert "side by side in one process after training" in md and f"{row['fps']:.1f}" in md
 

@@ -64,3 +64,21 @@ def test_macs_and_params_of_a_conv():
 def test_latency_reports_median():
     r = measure_latency(lambda: torch.ones(10).sum(), warmup=1, repeats=5)
     assert r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["repeats"] == 5
+
+
+def test_speed_on_images_times_each_image_once_per_call():
+    """A detector's latency depends on the boxes it keeps, so speed is timed on real images: each of ``repeats``
+    calls gets the next image (after the warm-up), every image once; without images, one noise tensor."""
+    from reproduce.measure import inference_speed
+
+    seen = []
+    images = [torch.full((3, 4, 4), float(i)) for i in range(5)]
+    res = inference_speed(nn.Identity(), 4, warmup=3, repeats=5, images=images,
+                          forward=lambda m, x: seen.append([int(t[0, 0, 0]) for t in x]))
+    assert seen == [[0], [1], [2], [3], [4], [0], [1], [2]] and res["input"] == "5 val images"
+    seen.clear()
+    res = inference_speed(nn.Identity(), 4, batch=2, warmup=0, repeats=2, images=images,
+                          forward=lambda m, x: seen.append([int(t[0, 0, 0]) for t in x]))
+    assert seen == [[0, 1], [2, 3]] and res["images_per_s"] == 2000.0 / res["median_ms"]
+    res = inference_speed(nn.Identity(), (4, 6), warmup=0, repeats=1, forward=lambda m, x: seen.append(x.shape))
+    assert seen[-1] == (1, 3, 4, 6) and res["input"] == "random noise"

@@ -133,6 +133,13 @@ class DetectionDataModule(pl.LightningDataModule):
             self.train_set = self._datasets(True)
             self.val_set = self._datasets(False)
 
+    def speed_images(self, n: int = 10) -> list[torch.Tensor]:
+        """The first ``n`` val images as the eval step feeds them (the val transform; the detector resizes):
+        the inference-speed input (:func:`reproduce.measure.inference_speed`), the same images for every
+        run of a data config, so each detector's post-processing sees its real detections, not noise."""
+        ds = self.val_set if self.val_set is not None else self._datasets(False)
+        return [ds[i][0] for i in range(min(n, len(ds)))]
+
     @property
     def has_heldout(self) -> bool:
         """A second, held-out val set (synthetic ``heldout_images`` > 0): the test split."""

@@ -19,14 +19,23 @@ def _fps_note(summary: dict) -> str:
     if side:
         load = "/".join(f"{x:.1f}" for x in side["loadavg_start"][:1] + side["loadavg_end"][:1])
         every = "" if summary.get("fps_unmeasured") else "all "
-        return (f"FPS: CPU inference, batch 1, median over {side['rounds']} interleaved rounds, {every}"
+        return (f"FPS: CPU inference, batch 1, on {side.get('input', 'random noise')}, median over {side['rounds']} "
+                f"interleaved rounds, {every}"
                 f"{side['runs_measured']} runs measured side by side in one process after training "
                 f"(`{side['command']}`, {side['session']}, {side['threads']} thread(s), load average {load} "
                 "at start / end), mean over seeds" + (
                     f"; not measured in that session (trained after it, or no checkpoint where it ran; the row's FPS is "
                     f"its other seeds'): "
                     f"{', '.join(summary['fps_unmeasured'])}." if summary.get("fps_unmeasured") else "."))
-    return f"FPS: median CPU inference latency, batch 1, measured at the end of each run{_threads_note(summary)}."
+    return (f"FPS: median CPU inference latency, batch 1, on {_inputs_note(summary)}, measured at the end of each "
+            f"run{_threads_note(summary)}.")
+
+
+def _inputs_note(summary: dict) -> str:
+    """What the per-run FPS measurements fed the detector (records before it was stored timed random noise)."""
+    kinds = sorted({r["speed"].get("input", "random noise") for r in summary["records"]
+                    if r.get("status") == "completed" and r.get("speed")})
+    return " / ".join(kinds) or "random noise"
 
 
 def _threads_note(summary: dict) -> str:
