@@ -202,6 +202,25 @@ def test_calibration_figure_draws_current_reference_records_only(install_ablatio
     assert out == tmp_path / "cal.png" and out.stat().st_size > 1000
 
 
+def test_calibration_draws_runs_shared_by_two_ablations_once_under_both_names(install_ablation, runs_root):
+    """A reference row that shares another ablation's runs (e.g. NATS-groups' original row) is the same
+    curve: one line, named after the ablation that trained the runs, then the one sharing them."""
+    from reproduce.tables import calibration_lines
+
+    spec = {**SPEC, "table": {**SPEC["table"], "reference": "a"}}
+    curve = [{"epoch": 1, "step": 10, "AP": 0.1}, {"epoch": 2, "step": 20, "AP": 0.3}]
+    for name in ("t_cal_a_sharer", "t_cal_b_owner"):  # the sharer's name sorts first: the order is by role
+        install_ablation(name, spec)
+        cfg = resolve_run_config({**spec, "name": name}, "a", "smoke")
+        rec = {**_record({**spec, "name": name}, "a", 0, 0.3, 10.0, 1, cfg=cfg), "ablation": name, "curve": curve}
+        if name == "t_cal_a_sharer":
+            rec["shared_from"] = {"record": "t_cal_b_owner/a/seed0/record.json"}
+        write_record(record_path(name, "a", 0, runs_root), rec)
+    lines = [ln for ln in calibration_lines(runs_root, "smoke") if any(lb.startswith("t_cal") for lb in ln["labels"])]
+    assert [ln["labels"] for ln in lines] == [["t_cal_b_owner: A", "t_cal_a_sharer: A"]]
+    assert lines[0]["steps"] == [10, 20] and lines[0]["vals"].tolist() == [[10.0, 30.0]]
+
+
 def test_tables_written_elsewhere_link_the_config_and_records_by_relative_path(tables, tmp_path):
     """A table outside the project layout (``reproduce quickstart --out DIR``) still links to real files."""
     import re

@@ -23,11 +23,12 @@ are read: importing it loads no torch.
 from __future__ import annotations
 
 from .cells import build_rows
-from .figures import plot_calibration
+from .figures import calibration_lines, plot_calibration
 from .summary import ConfigDrift, detection_wall_s, mixed_preparations, run_cpu_s, summarize
 from .verdicts import RUN_TO_RUN_STD, WEAK_REGIME_AP, claim_variants, regime_line, verdicts
 from .write import REPORTS, write_ablation_tables, write_all_tables, write_index
 
-__all__ = ["REPORTS", "RUN_TO_RUN_STD", "WEAK_REGIME_AP", "ConfigDrift", "build_rows", "claim_variants",
-           "detection_wall_s", "mixed_preparations", "plot_calibration", "regime_line", "run_cpu_s", "summarize",
+__all__ = ["REPORTS", "RUN_TO_RUN_STD", "WEAK_REGIME_AP", "ConfigDrift", "build_rows", "calibration_lines",
+           "claim_variants", "detection_wall_s", "mixed_preparations", "plot_calibration", "regime_line", "run_cpu_s",
+           "summarize",
            "verdicts", "write_ablation_tables", "write_all_tables", "write_index"]

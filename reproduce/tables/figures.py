@@ -43,15 +43,19 @@ def plot_curves(summary: dict, path: Path) -> Path | None:
                    f"{summary['ablation']['name']} ({summary['scale']}): mean, band = min/max over seeds")
 
 
-def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
-    """Label, save (Agg, 120 dpi) and close a figure."""
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, legend_outside: bool = False) -> Path:
+    """Label, save (Agg, 120 dpi) and close a figure; ``legend_outside``: the legend right of the axes (many
+    lines would hide the curves)."""
     import matplotlib.pyplot as plt
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if legend_outside:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -117,19 +121,15 @@ def plot_ap_vs_flops(summary: dict, path: Path) -> Path | None:
                    f"{summary['ablation']['name']} ({summary['scale']}): {primary} vs FLOPs, mean ± std over seeds")
 
 
-def plot_calibration(runs_root, path: Path, scale: str = "cpu") -> Path | None:
-    """The scale's calibration figure: val AP against training step of every ablation's reference rows
-    (``table.reference``; mean over the completed seeds whose whole config is the current one: a record of
-    an earlier data or schedule is left out, band = min / max), one line per ablation and row. The
-    calibration target (AP 30-85) is shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def calibration_lines(runs_root, scale: str = "cpu") -> list[dict]:
+    """The lines of the calibration figure: every ablation's reference rows (``table.reference``), the
+    completed seeds whose whole config is the current one (a record of an earlier data or schedule is left
+    out), one line per set of runs: ``labels`` ("ablation: row"; a row that shares another ablation's runs,
+    ``shared_from``, joins the label of the ablation that trained them, which comes first), ``steps`` and
+    ``vals`` (seeds x steps, val AP x 100)."""
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = False
+    lines: dict[tuple, dict] = {}
     for name in list_ablations():
         abl = load_ablation(name)
         refs = reference_variants(abl)
@@ -140,23 +140,45 @@ def plot_calibration(runs_root, path: Path, scale: str = "cpu") -> Path | None:
         for variant in refs:
             base = drift.config(variant)  # the scale as configured: runs with their own --set are left out too
             current = [r for r in recs if r.get("variant") == variant and r.get("scale") == scale
-                       and r.get("status") == "completed" and base is not None and not config_changes(r, base)]
-            curves = [[c for c in r.get("curve") or [] if c.get("step") is not None and c.get("AP") is not None]
-                      for r in current]
-            curves = [c for c in curves if c]
-            if not curves:
+                       and r.get("status") == "completed" and base is not None and not config_changes(r, base)
+                       and any(c.get("step") is not None and c.get("AP") is not None for c in r.get("curve") or [])]
+            if not current:
                 continue
-            label = abl["variants"][variant].get("label", variant)
+            label = f"{name}: {abl['variants'][variant].get('label', variant)}"
+            shared = all(r.get("shared_from") for r in current)
+            key = tuple(sorted((r.get("shared_from") or {}).get("record")
+                               or f"{name}/{variant}/seed{r.get('seed')}/record.json" for r in current))
+            if key in lines:  # the ablation that trained the runs is named first
+                lines[key]["labels"].insert(len(lines[key]["labels"]) if shared else 0, label)
+                continue
+            curves = [[c for c in r["curve"] if c.get("step") is not None and c.get("AP") is not None] for r in current]
             n = min(len(c) for c in curves)
-            steps = [c["step"] for c in curves[0][:n]]
-            vals = np.array([[c[i]["AP"] for i in range(n)] for c in curves]) * 100
-            ax.plot(steps, vals.mean(0), marker=".", label=f"{name}: {label} (n={len(curves)})")
-            if len(curves) > 1:
-                ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.15)
-            drawn = True
-    if not drawn:
-        plt.close(fig)
+            lines[key] = {"labels": [label], "steps": [c["step"] for c in curves[0][:n]],
+                          "vals": np.array([[c[i]["AP"] for i in range(n)] for c in curves]) * 100}
+    return list(lines.values())
+
+
+def plot_calibration(runs_root, path: Path, scale: str = "cpu") -> Path | None:
+    """The scale's calibration figure: val AP against training step of every ablation's reference rows
+    (:func:`calibration_lines`; mean over seeds, band = min / max). The calibration target (AP 30-85) is
+    shaded."""
+    lines = calibration_lines(runs_root, scale)
+    if not lines:
         return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    # more lines than tab10 has colours: tab20's dark shades first, then the light ones
+    colors = iter([plt.cm.tab20(i) for i in [*range(0, 20, 2), *range(1, 20, 2)]])
+    for line in lines:
+        color, vals = next(colors, None), line["vals"]
+        label = "\n   = ".join(line["labels"]) + f" (n={len(vals)})"  # the same runs, shared by several tables
+        ax.plot(line["steps"], vals.mean(0), marker=".", color=color, label=label)
+        if len(vals) > 1:
+            ax.fill_between(line["steps"], vals.min(0), vals.max(0), color=color, alpha=0.15)
     ax.axhspan(30, 85, color="green", alpha=0.06, lw=0)
     return _finish(fig, ax, path, "training step", "val AP x 100",
-                   f"{scale} scale calibration: reference rows (shaded: AP 30-85 target)")
+                   f"{scale} scale calibration: reference rows (shaded: AP 30-85 target)", legend_outside=True)
