@@ -1,10 +1,11 @@
 """Benchmark helpers that need no timing: the GPU-path record table, the in-memory batches of
-train_speed, the machine line of reports/benchmarks.md, the path counts of init_gradients."""
+train_speed, the machine line of reports/benchmarks.md, the path counts of init_gradients, the recomputed
+BatchNorm statistics of bn_stats_probe."""
 from types import SimpleNamespace
 
 import torch
 
-from benchmarks import _results, gpu_path_check, init_gradients, train_speed
+from benchmarks import _results, bn_stats_probe, gpu_path_check, init_gradients, train_speed
 
 
 def _record(**kw):
@@ -49,3 +50,15 @@ def test_hops_counts_shortest_and_longest_paths_between_features():
     diamond = {2: (0, 1), 3: (2,), 4: (2, 3), 5: (4, 2)}  # 2->5 directly, 2->4->5, 2->3->4->5
     assert init_gradients.hops(diamond, 2, 5) == (1, 3)
     assert init_gradients.hops(diamond, 3, 2) == (0, 0)  # unreachable
+
+
+def test_precise_bn_statistics_are_the_plain_mean_over_the_batches():
+    """Not the exponential average of the last batches: every batch counts alike; weights untouched."""
+    bn = torch.nn.BatchNorm2d(1)
+    bn.running_mean.fill_(5.0)
+    weight = bn.weight.detach().clone()
+    det = SimpleNamespace(modules=lambda: [bn], backbone=bn, eval=lambda: bn.eval(),
+                          transform=lambda imgs: (SimpleNamespace(tensors=torch.stack(imgs)), None))
+    batches = [(torch.full((2, 1, 2, 2), float(v)), None) for v in (1.0, 3.0, 8.0)]
+    assert bn_stats_probe.precise_bn(det, batches, 2) == 1  # the first 2 batches: means 1 and 3
+    assert bn.running_mean.item() == 2.0 and not bn.training and torch.equal(bn.weight, weight)
