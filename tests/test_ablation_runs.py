@@ -324,6 +324,11 @@ def test_verdicts_compare_a_gap_with_the_scales_run_to_run_std_when_the_seeds_ag
     assert f"within 2x the run-to-run std ({floor * 100:.1f} at this scale), so weak" in line
     assert "within 2x the seed std, so weak" in verdicts(summary(gap, floor * 2, "cpu"))[0]  # seeds wider: theirs
     assert "beyond 2x the run-to-run std" in verdicts(summary(3 * floor, 0.001, "cpu"))[0]
+    # the other way round: an ordering that did not reproduce within the spread is as weak as one that did
+    assert verdicts(summary(-gap, 0.001, "cpu"))[0].endswith(
+        f"**not reproduced** ({(0.50 - gap) * 100:.1f} vs 50.0, gap {-gap * 100:+.1f}, within 2x the run-to-run std "
+        f"({floor * 100:.1f} at this scale), so weak)")
+    assert verdicts(summary(-3 * floor, 0.001, "cpu"))[0].endswith("beyond 2x the run-to-run std (2.8 at this scale))")
     fps = summary(gap, 0.001, "cpu")  # measured on AP: another metric keeps its own seed std
     fps["rows"] = [{**r, "metrics": {"FPS": r["metrics"]["AP"]}} for r in fps["rows"]]
     fps["ablation"]["table"]["claims"][0]["metric"] = "FPS"

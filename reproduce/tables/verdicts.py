@@ -111,9 +111,8 @@ def verdicts(summary: dict) -> list[str]:
             else:
                 out.append(f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}; {nums}, "
                            f"{against_spread(excess)})")
-        elif diff > 0:
-            weak = ", so weak" if within_spread(diff) else ""
-            out.append(f"- {desc}: **reproduced** ({nums}, {against_spread(diff)}{weak})")
-        else:
-            out.append(f"- {desc}: **not reproduced** ({nums}, {against_spread(-diff)})")
+        else:  # the ordering, either way; a gap within the spread is weak evidence in both directions
+            weak = ", so weak" if within_spread(abs(diff)) else ""
+            verdict = "reproduced" if diff > 0 else "not reproduced"
+            out.append(f"- {desc}: **{verdict}** ({nums}, {against_spread(abs(diff))}{weak})")
     return out
