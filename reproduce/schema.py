@@ -340,6 +340,48 @@ def check_run_config(cfg: dict, layers: list[tuple[str, dict]]) -> dict:
     return cfg
 
 
+# keys of an ablation file's ``table:`` section (reproduce/tables/) and of one of its ``claims``
+TABLE_KEYS = ("metrics", "primary", "reference", "claims", "footnotes", "paper_missing", "fps_relative_to",
+              "speed_figure")
+CLAIM_KEYS = ("better", "worse", "close", "to", "tolerance", "metric", "source")
+
+
+def _check_table_section(ablation: dict, problems: _Problems) -> None:
+    """The ``table:`` keys, and every variant name it refers to (reference rows, both sides of each claim,
+    ``fps_relative_to``): a misspelt name would otherwise render as "not tested" or drop a column."""
+    table = ablation.get("table") or {}
+    variants = list(ablation["variants"])
+
+    def variant(path: tuple, name) -> None:
+        if name not in variants:
+            close = difflib.get_close_matches(str(name), variants, n=1, cutoff=0.6)
+            problems.add(path, f"{name!r} is not a variant" + (f"; did you mean {close[0]!r}?" if close else "") +
+                         f" Valid: {', '.join(variants)}")
+
+    for key in table:
+        if key not in TABLE_KEYS:
+            problems.unknown(("table", key), TABLE_KEYS, "table")
+    refs = table.get("reference")
+    for ref in [refs] if isinstance(refs, str) else refs or []:
+        variant(("table", "reference"), ref)
+    for i, claim in enumerate(table.get("claims") or []):
+        if not isinstance(claim, dict):
+            problems.add(("table", "claims", i), f"expected a mapping ({', '.join(CLAIM_KEYS)}), got {claim!r}")
+            continue
+        for key in claim:
+            if key not in CLAIM_KEYS:
+                problems.unknown(("table", "claims", i, key), CLAIM_KEYS, "claim")
+        pair = ("close", "to") if "close" in claim else ("better", "worse")
+        for key in pair:
+            if key not in claim:
+                problems.add(("table", "claims", i), f"a claim needs {' and '.join(pair)}; {key!r} is missing")
+            else:
+                variant(("table", "claims", i, key), claim[key])
+    for row, ref in (table.get("fps_relative_to") or {}).items():
+        variant(("table", "fps_relative_to"), row)
+        variant(("table", "fps_relative_to", row), ref)
+
+
 # keys of an ablation file and of its variants that are not run-config sections
 ABLATION_KEYS = ("name", "title", "paper", "seeds", "description", "common", "scales", "variants", "table",
                  "scale_note")
@@ -369,12 +411,6 @@ def check_ablation_file(ablation: dict) -> None:
         for s in spec.get("scales") or {}:
             if s not in scales:
                 problems.unknown(("variants", v, "scales", s), scales, "scale")
-    refs = (ablation.get("table") or {}).get("reference")
-    for ref in [refs] if isinstance(refs, str) else refs or []:
-        if ref not in ablation["variants"]:
-            close = difflib.get_close_matches(str(ref), list(ablation["variants"]), n=1, cutoff=0.6)
-            problems.add(("table", "reference"), f"{ref!r} is not a variant" +
-                         (f"; did you mean {close[0]!r}?" if close else "") +
-                         f" Valid: {', '.join(ablation['variants'])}")
+    _check_table_section(ablation, problems)
     if problems.items:
         raise ConfigError(f"{src}: invalid ablation file:\n  " + "\n  ".join(problems.items))

@@ -167,6 +167,28 @@ def test_reference_must_name_a_variant():
         check_ablation_file(abl)
 
 
+def test_table_keys_claims_and_relative_fps_must_name_real_keys_and_variants(install_ablation, runs_root):
+    """A misspelt claim variant would render "not tested", a misspelt fps_relative_to row would drop its
+    percentage, an unknown table key would be ignored: each is an error naming the file, key and valid ones."""
+    from reproduce.schema import ConfigError
+
+    bad = {**SPEC, "table": {**SPEC["table"], "primray": "AP", "fps_relative_to": {"bb": "a"},
+                             "claims": [{"better": "aa", "worse": "b"}, {"close": "a"}, {"better": "a", "worse": "b",
+                                                                                         "tolerence": 0.1}]}}
+    install_ablation("t_badtable", bad)
+    with pytest.raises(ConfigError) as err:
+        write_ablation_tables("t_badtable", runs_root=runs_root, reports=runs_root.parent / "reports")
+    msg = str(err.value)
+    assert "configs/ablations/t_badtable.yaml: invalid ablation file" in msg
+    assert "table.primray (set in configs/ablations/t_badtable.yaml): unknown table key; did you mean table.primary?" in msg
+    assert ("table.claims[0].better (set in configs/ablations/t_badtable.yaml): 'aa' is not a variant; "
+            "did you mean 'a'?") in msg
+    assert "table.claims[1] (set in configs/ablations/t_badtable.yaml): a claim needs close and to; 'to' is missing" in msg
+    assert "table.claims[2].tolerence" in msg and "did you mean table.claims[2].tolerance?" in msg
+    assert "table.fps_relative_to (set in configs/ablations/t_badtable.yaml): 'bb' is not a variant" in msg
+    assert not (runs_root.parent / "reports" / "t_badtable.md").exists()
+
+
 def test_heldout_ap_column_and_regime(install_ablation, runs_root):
     spec = {**SPEC, "table": {**SPEC["table"], "reference": "a"}}
     install_ablation("t_held", spec)

@@ -28,8 +28,12 @@ def _remove_stale_figures(name: str, written: list[Path], figures: Path) -> None
 
 
 def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) -> list[Path]:
-    """Write ``reports/<name>.md/.csv/.tex`` (+ curves figure) for every scale with records (cpu when none)."""
+    """Write ``reports/<name>.md/.csv/.tex`` (+ curves figure) for every scale with records (cpu when none).
+    A malformed ablation file (a misspelt table key or variant name) is an error, not a table with holes."""
+    from ..schema import check_ablation_file
+
     abl = load_ablation(name)
+    check_ablation_file(abl)
     scales = sorted({r.get("scale") for r in load_records(name, runs_root)} - {None}) or ["cpu"]
     scales.sort(key=lambda s: {"cpu": 0, "paper": 1}.get(s, 2))
     md = [f"# {abl.get('title', name)}", "",
