@@ -32,9 +32,10 @@ from reproduce.train_speed import environment  # noqa: E402
 
 
 def precise_bn(detector, batches, n: int) -> int:
-    """Recompute every BatchNorm's running statistics as the plain mean over ``n`` batches of ``batches``
-    (backbone only, the detector's own resize and normalisation); returns the number of BN layers."""
-    bns = [m for m in detector.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    """Recompute the running statistics of every BatchNorm of the backbone (the trunk and its FPN: the
+    layers the forward below reaches; a head's BN keeps its own) as the plain mean over ``n`` batches of
+    ``batches``, through the detector's own resize and normalisation; returns the number of BN layers."""
+    bns = [m for m in detector.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     detector.eval()
     for m in bns:
         m.reset_running_stats()

@@ -34,7 +34,8 @@ def row(record: dict) -> dict:
             "COCO AP": f"{(record.get('metrics') or {}).get('AP', float('nan')):.4f}",
             "attempts": attempts if attempts == 1 else f"{attempts} (resumed from last.ckpt)",
             "wall (s)": f"{record['wall_time_s']:.1f}" + (f" + {earlier:.1f} earlier" if earlier else ""),
-            "device": record["hardware"].get("gpu") or "cpu", "world size": record.get("world_size")}
+            "device": record["hardware"].get("gpu") or "cpu", "world size": record.get("world_size"),
+            "FPS measured on": (record.get("speed") or {}).get("device", "–")}
 
 
 def main(argv=None) -> int:

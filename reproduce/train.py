@@ -93,9 +93,10 @@ def debug_callbacks(debug: dict | None) -> list[Callback]:
     return out
 
 
-def _measure(module, cfg: dict, dm=None) -> dict:
+def _measure(module, cfg: dict, dm=None, device=None) -> dict:
     """Params and FLOPs of the run's detector; with the run's data module ``dm`` also its inference speed on
-    the first val images (:meth:`~reproduce.data.DetectionDataModule.speed_images`)."""
+    the first val images (:meth:`~reproduce.data.DetectionDataModule.speed_images`) on ``device`` (the
+    trainer's: Lightning's teardown has moved the module back to the CPU by then)."""
     det = module.detector
     size = int(cfg["data"]["image_size"])
     out = {"params": count_params(det), "macs": detector_macs(det, size), "macs_input_size": size,
@@ -105,8 +106,8 @@ def _measure(module, cfg: dict, dm=None) -> dict:
         out["macs_paper"] = detector_macs(det, int(paper_size))
         out["paper_input_size"] = int(paper_size)
     speed_cfg = (cfg.get("measure") or {}).get("speed", {"repeats": 10})
-    if dm is not None and speed_cfg:
-        device = next(det.parameters()).device
+    if dm is not None and speed_cfg is not None:  # `speed: null` skips it; `speed: {}` takes the defaults
+        device = device or next(det.parameters()).device
         batch, repeats = int(speed_cfg.get("batch", 1)), int(speed_cfg.get("repeats", 10))
         sp = inference_speed(det, size, batch=batch, device=device, warmup=int(speed_cfg.get("warmup", 3)),
                              repeats=repeats, forward=lambda m, x: m(list(x)), images=dm.speed_images(batch * repeats))
@@ -184,7 +185,7 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
                 record["heldout_metrics"] = {k.split("/", 1)[1]: float(v) for k, v in res.items()
                                              if k.startswith("test/")}
             if writer:
-                record.update(_measure(module, cfg, dm))
+                record.update(_measure(module, cfg, dm, trainer.strategy.root_device))
                 clear_hpc_checkpoints(out)
             ok = True
         finally:

@@ -271,7 +271,7 @@ def test_local_runs_go_seed_major(test_configs, runs_root, monkeypatch):
 
 def test_within_a_seed_longer_schedules_run_first(install_ablation, runs_root, monkeypatch):
     """Longest first within a seed: with --jobs N a long run started last would finish alone."""
-    install_ablation("t_lpt", {**TEST_ABLATION, "variants": {
+    install_ablation("t_lpt", {**TEST_ABLATION, "table": {"metrics": ["AP"]}, "variants": {
         "short": {"label": "S"}, "long": {"label": "L", "trainer": {"max_epochs": 2}}, "short2": {"label": "S2"}}})
     order = []
     monkeypatch.setattr("reproduce.train.run_one", lambda **kw: order.append((kw["variant"], kw["seed"]))
@@ -383,7 +383,8 @@ def test_side_by_side_fps_leaves_out_runs_without_a_checkpoint_but_not_a_whole_r
     """Checkpoints are not committed: a run trained on another machine cannot be measured. Its row takes the
     FPS of its measured seeds and the note names it; a row with no measured run makes the table fall back
     to every run's own end-of-run FPS (side-by-side figures would not compare with it)."""
-    install_ablation("t_fps", {**TEST_ABLATION, "variants": {"a": {"label": "A"}, "b": {"label": "B"}}})
+    install_ablation("t_fps", {**TEST_ABLATION, "variants": {"a": {"label": "A"}, "b": {"label": "B"}},
+                               "table": {**TEST_ABLATION["table"], "claims": [{"better": "a", "worse": "b"}]}})
     cfg = {v: expand("t_fps", "smoke", seeds=1, variants=[v])[0].config for v in ("a", "b")}
 
     def rec(v, seed, side_fps=None):
@@ -404,6 +405,12 @@ def test_side_by_side_fps_leaves_out_runs_without_a_checkpoint_but_not_a_whole_r
     rec("b", 0)  # now row B has no measured run
     md = write_ablation_tables("t_fps", runs_root=runs_root, reports=reports)[0].read_text()
     assert "measured at the end of each run" in md and "| 1.0 |" in md and "side by side" not in md
+    assert "batch 1, on random noise, measured" in md  # records from before the input was stored
+    r = read_record(record_path("t_fps", "a", 1, runs_root))
+    write_record(record_path("t_fps", "a", 1, runs_root), {**r, "speed": {**r["speed"], "input": "10 val images"}})
+    md = write_ablation_tables("t_fps", runs_root=runs_root, reports=reports)[0].read_text()
+    assert ("on 10 val images / random noise (mixed across runs, so the FPS do not compare: `reproduce speed t_fps` "
+            "re-measures every run alike)") in md
 
 
 def test_corrupt_record_is_named_shown_unreadable_and_redone(test_configs, runs_root):

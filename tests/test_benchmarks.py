@@ -23,6 +23,8 @@ def test_gpu_path_row_names_the_switches_and_a_resume():
     row = gpu_path_check.row(_record())
     assert row["trainer switches"] == "accelerator=gpu, strategy=ddp, precision=bf16-mixed, channels_last=True"
     assert (row["status"], row["COCO AP"], row["attempts"], row["wall (s)"]) == ("completed", "0.2500", 1, "14.2")
+    assert row["FPS measured on"] == "–"  # the end-of-run speed's device: the trainer's, not the CPU after teardown
+    assert gpu_path_check.row(_record(speed={"device": "cuda:0", "fps": 30.0}))["FPS measured on"] == "cuda:0"
     resumed = gpu_path_check.row(_record(attempt=2, earlier_attempts_s=63.8, wall_time_s=54.9))
     assert resumed["attempts"] == "2 (resumed from last.ckpt)" and resumed["wall (s)"] == "54.9 + 63.8 earlier"
 
@@ -57,7 +59,7 @@ def test_precise_bn_statistics_are_the_plain_mean_over_the_batches():
     bn = torch.nn.BatchNorm2d(1)
     bn.running_mean.fill_(5.0)
     weight = bn.weight.detach().clone()
-    det = SimpleNamespace(modules=lambda: [bn], backbone=bn, eval=lambda: bn.eval(),
+    det = SimpleNamespace(backbone=bn, eval=lambda: bn.eval(),
                           transform=lambda imgs: (SimpleNamespace(tensors=torch.stack(imgs)), None))
     batches = [(torch.full((2, 1, 2, 2), float(v)), None) for v in (1.0, 3.0, 8.0)]
     assert bn_stats_probe.precise_bn(det, batches, 2) == 1  # the first 2 batches: means 1 and 3

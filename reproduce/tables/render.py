@@ -35,7 +35,10 @@ def _inputs_note(summary: dict) -> str:
     """What the per-run FPS measurements fed the detector (records before it was stored timed random noise)."""
     kinds = sorted({r["speed"].get("input", "random noise") for r in summary["records"]
                     if r.get("status") == "completed" and r.get("speed")})
-    return " / ".join(kinds) or "random noise"
+    if len(kinds) > 1:  # a detector's latency depends on its input: these FPS do not compare
+        return (f"{' / '.join(kinds)} (mixed across runs, so the FPS do not compare: `reproduce speed "
+                f"{summary['ablation']['name']}` re-measures every run alike)")
+    return kinds[0] if kinds else "random noise"
 
 
 def _threads_note(summary: dict) -> str:
