@@ -21,7 +21,7 @@ from .topology import resolve
 from .transforms import CANDIDATE_WINDOW, with_connections
 
 ORDERS = {"hourglass": "r0_sp53_hourglass_t8", "fish": "r0_sp53_fish_t8"}  # order -> architecture (its block order)
-FOUND_DIR = Path(__file__).resolve().parent / "found"  # committed search results, one spec file per order
+FOUND_DIR = Path(__file__).resolve().parent / "found"  # the standalone search command's default output folder
 
 
 def order_table(order: str) -> list[tuple]:
