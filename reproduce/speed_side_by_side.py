@@ -31,8 +31,10 @@ from pathlib import Path
 import torch
 
 from .distributed import newest_last_checkpoint
+from .config import load_ablation
 from .measure import inference_speed
 from .records import load_records, record_path, trained_in, update_record
+from .tables import ConfigDrift
 
 
 def _speed_images(data_cfg: dict, n: int, cache: dict) -> list:
@@ -54,11 +56,17 @@ def _load_detector(ckpt: Path):
 
 def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, repeats: int = 10,
                          warmup: int = 3, threads: int | None = None, runs_root=None, log=print) -> list[dict]:
-    """Measure every completed run of ``ablation`` at ``scale`` that still has its checkpoint, in
-    interleaved rounds; write ``speed_side_by_side`` into each record; return one row per run."""
-    recs = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale and r.get("status") == "completed"]
+    """Measure every completed run of ``ablation`` at ``scale`` that is a row of its table (config current,
+    :class:`~reproduce.tables.ConfigDrift`) and still has its checkpoint, in interleaved rounds; write
+    ``speed_side_by_side`` into each record; return one row per run."""
+    drift = ConfigDrift(load_ablation(ablation), scale)
+    done = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale and r.get("status") == "completed"]
+    recs = [r for r in done if not drift(r)]  # a stale record is no row of the table: not measured
+    stale = [f"{r['variant']}/seed{r['seed']}" for r in done if drift(r)]
+    if stale:
+        log(f"stale (config changed since the run; not a row of the table, not measured): {', '.join(stale)}")
     if not recs:
-        raise ValueError(f"{ablation}: no completed run at scale {scale!r} to measure")
+        raise ValueError(f"{ablation}: no completed run at scale {scale!r} with the current config to measure")
     if threads:
         torch.set_num_threads(int(threads))
     runs, missing, images = [], [], {}

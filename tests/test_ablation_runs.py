@@ -83,8 +83,12 @@ def test_failed_run_is_recorded_and_others_complete(test_configs, runs_root):
     # FPS measured side by side after training, from the trained checkpoint, replaces the per-run figure
     from reproduce.speed_side_by_side import measure_side_by_side
 
-    [row] = measure_side_by_side("t_abl", "smoke", rounds=2, repeats=2, warmup=1, runs_root=runs_root,
-                                 log=lambda *a: None)
+    stale = {**good, "seed": 1, "requested_config": {**good["requested_config"], "trainer": {"max_epochs": 9}}}
+    write_record(record_path("t_abl", "good", 1, runs_root), stale)  # an earlier schedule: no row of the table
+    log = []
+    [row] = measure_side_by_side("t_abl", "smoke", rounds=2, repeats=2, warmup=1, runs_root=runs_root, log=log.append)
+    assert any(line.startswith("stale (config changed since the run") and "good/seed1" in line for line in log)
+    record_path("t_abl", "good", 1, runs_root).unlink()
     assert row["variant"] == "good" and row["median_ms"] > 0 and row["runs_measured"] == 1
     assert read_record(record_path("t_abl", "good", 0, runs_root))["speed_side_by_side"]["session"] == row["session"]
     assert row["input"] == f"{min(n_val, 2)} val image{'s' if min(n_val, 2) != 1 else ''}"
