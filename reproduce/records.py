@@ -299,7 +299,9 @@ def find_twin(ablation: str, seed: int, scale: str, cfg: dict,
     """A completed run of another ablation with this run's seed, scale and config
     (:func:`config_changes` finds no difference): the same experiment, which the suite need not train twice
     (SpineNet's R0-SP53 is a row of Figure 4, Table 8 and Table 9). A record that is itself shared leads to
-    its origin. Returns ``(path, record)`` of the first such record in store order, or None."""
+    its origin, and is not shared when that origin is gone, changed, or a run of ``ablation`` itself (a run
+    trained again must not share back the copy another ablation took of its earlier record). Returns
+    ``(path, record)`` of the first such record in store order, or None."""
     base = Path(root or RUNS_DIR)
     for path in sorted(base.glob(f"*/*/seed{seed}/record.json")):
         if path.parts[-4] in ("_prepare", ablation):  # variants of one ablation are its rows: each trains
@@ -310,10 +312,13 @@ def find_twin(ablation: str, seed: int, scale: str, cfg: dict,
         if rec.get("requested_config") is None or config_changes(rec, cfg):
             continue
         origin = (rec.get("shared_from") or {}).get("record")
-        if origin and (base / origin).is_file():
-            origin_rec = read_record_or_none(base / origin)
-            if origin_rec and origin_rec.get("status") == "completed" and not config_changes(origin_rec, cfg):
-                return base / origin, origin_rec
+        if origin:  # a shared copy: only its origin is shared
+            if Path(origin).parts[0] == ablation:
+                continue  # a copy of one of this ablation's own runs (being run again): that run trains itself
+            origin_rec = read_record_or_none(base / origin) if (base / origin).is_file() else None
+            if not origin_rec or origin_rec.get("status") != "completed" or config_changes(origin_rec, cfg):
+                continue  # its origin is gone or changed: the copy's results have no run behind them
+            return base / origin, origin_rec
         return path, rec
     return None
 

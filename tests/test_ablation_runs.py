@@ -470,6 +470,21 @@ def test_run_trained_in_another_ablation_is_shared_not_trained_again(install_abl
     assert run_ablation("t_c", "smoke", seeds=1, **quiet)[0]["shared_from"]["record"] == "t_z/good/seed0/record.json"
     assert run_ablation("t_b", "smoke", seeds=1, **quiet)[0] == rec  # completed: skipped as any other record
 
+    # t_z's run trained again (its record removed): t_b's copy of the earlier one is not shared back to it
+    record_path("t_z", "good", 0, runs_root).unlink()
+    run_ablation("t_z", "smoke", [0], **quiet)
+    assert trained == [("t_z", 0, [])] and not record_path("t_z", "good", 0, runs_root).exists()  # run_one mocked
+    trained.clear()
+    write_record(record_path("t_z", "good", 0, runs_root), {**rec, "ablation": "t_z"} | {"shared_from": None})
+    # an orphaned copy (its origin gone) is not shared either: t_c's only twin would be t_b's copy of t_z
+    read_z = read_record(record_path("t_z", "good", 0, runs_root))
+    record_path("t_z", "good", 0, runs_root).unlink()
+    record_path("t_c", "good", 0, runs_root).unlink()
+    run_ablation("t_c", "smoke", [0], **quiet)
+    assert trained == [("t_c", 0, [])]
+    trained.clear()
+    write_record(record_path("t_z", "good", 0, runs_root), read_z)
+
     run_ablation("t_b", "smoke", [1], **quiet)  # no twin of seed 1
     run_ablation("t_c", "smoke", [0], sets=["optimizer.lr=0.5"], rerun_changed=True, **quiet)
     run_ablation("t_z", "smoke", [1], share=False, **quiet)
