@@ -60,6 +60,10 @@ def test_replay_note_tells_a_replay_from_rounding_from_another_run():
     same_threads = replay_note({**rounding, "hardware": {"threads": 1}}, committed)
     assert "which no setting replays" in same_threads and "OMP_NUM_THREADS" not in same_threads
     assert "None" not in replay_note({**rounding, "hardware": {}}, {**committed, "hardware": {}})
+    amd, intel = {"threads": 1, "cpu": "AMD EPYC"}, {"threads": 1, "cpu": "Intel(R) Xeon(R) Processor"}
+    assert "CPU: yours Intel(R) Xeon(R) Processor, committed AMD EPYC" in replay_note(
+        {**rounding, "hardware": intel}, {**committed, "hardware": amd})
+    assert "CPU:" not in replay_note({**rounding, "hardware": amd}, {**committed, "hardware": {"threads": 1}})
     assert "the committed record has no loss trace" in replay_note(same, {"hardware": {"threads": 1}})
     assert "your run has no loss trace" in replay_note({"hardware": {}}, committed)
 
