@@ -75,7 +75,8 @@ def replay_note(mine: dict, same: dict) -> str:
 
     ta, tb = ((r.get("hardware") or {}).get("threads") for r in (mine, same))
     threads = f"torch threads: yours {ta or '?'}, committed {tb or '?'}"
-    ca, cb = ((r.get("hardware") or {}).get("cpu") for r in (mine, same))
+    ca, cb = (" ".join(filter(None, ((r.get("hardware") or {}).get(k) for k in ("cpu", "cpu_capability"))))
+              for r in (mine, same))
     if ca and cb and ca != cb:
         threads += f"; CPU: yours {ca}, committed {cb}"
     relation, rel = replay_relation(mine, same)

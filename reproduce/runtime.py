@@ -57,7 +57,8 @@ def git_commit() -> dict:
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``): two CPUs can round one float op differently, so a run
-    replayed on another model may drift from its record (the records name it)."""
+    replayed on another model may drift from its record (the records name it, with torch's kernel level,
+    ``cpu_capability``: AVX2 / AVX512 kernels differ even under one virtual-machine model name)."""
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
@@ -69,7 +70,8 @@ def cpu_model() -> str:
 
 def hardware() -> dict:
     info = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -63,6 +63,9 @@ def test_replay_note_tells_a_replay_from_rounding_from_another_run():
     amd, intel = {"threads": 1, "cpu": "AMD EPYC"}, {"threads": 1, "cpu": "Intel(R) Xeon(R) Processor"}
     assert "CPU: yours Intel(R) Xeon(R) Processor, committed AMD EPYC" in replay_note(
         {**rounding, "hardware": intel}, {**committed, "hardware": amd})
+    assert "CPU: yours Intel(R) Xeon(R) Processor AVX512, committed Intel(R) Xeon(R) Processor AVX2" in replay_note(
+        {**rounding, "hardware": {**intel, "cpu_capability": "AVX512"}},
+        {**committed, "hardware": {**intel, "cpu_capability": "AVX2"}})
     assert "CPU:" not in replay_note({**rounding, "hardware": amd}, {**committed, "hardware": {"threads": 1}})
     assert "the committed record has no loss trace" in replay_note(same, {"hardware": {"threads": 1}})
     assert "your run has no loss trace" in replay_note({"hardware": {}}, committed)
