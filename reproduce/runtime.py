@@ -69,8 +69,15 @@ def cpu_model() -> str:
 
 
 def hardware() -> dict:
+    """The machine and the libraries a result depends on (the synthetic images are drawn with Pillow and
+    numpy: another version may draw them differently)."""
+    import numpy
+    import PIL
+    import torchvision
+
     info = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "pillow": PIL.__version__, "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
