@@ -116,6 +116,10 @@ def test_synthetic_data_goes_to_the_project_not_the_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = cached_dataset("data/synthetic", "t", {"a": 1}, lambda d: (d / "x").write_text("1"))
     assert out.parent == fake_root / "data" / "synthetic" and not (tmp_path / "data").exists()
+    # a generator edited without a version bump (or another Pillow / numpy) draws a new set, never reuses this one
+    monkeypatch.setattr("reproduce.data.synth.generator_digest", lambda: "edited")
+    again = cached_dataset("data/synthetic", "t", {"a": 1}, lambda d: (d / "x").write_text("2"))
+    assert again != out and (again / "x").read_text() == "2" and (out / "x").read_text() == "1"
 
 
 def test_tables_of_another_store_do_not_touch_committed_reports(tmp_path, capsys):

@@ -207,11 +207,23 @@ def detection_sample(seed: int, index: int, size: int, **kwargs):
     return _detection_image(np.random.default_rng([seed, index]), size, **kwargs)
 
 
+def generator_digest() -> str:
+    """A digest of what draws the synthetic images: this module's source and the Pillow and numpy versions."""
+    import hashlib
+
+    import PIL
+
+    text = Path(__file__).read_text() + PIL.__version__ + np.__version__
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def cached_dataset(parent: str | os.PathLike, prefix: str, spec: dict, build) -> Path:
     """Generate a data set once and return its folder ``parent/<prefix>_<hash of spec>`` (a relative
     ``parent`` is taken in the project folder, not the cwd).
 
-    The key covers ``spec`` and :data:`GENERATOR_VERSION`. ``build(tmp_dir)`` writes the files; it runs
+    The key covers ``spec``, :data:`GENERATOR_VERSION` and :func:`generator_digest` (this file's source and
+    the Pillow / numpy versions that draw the images: a generator edited without a version bump, or another
+    library version, never reuses a set drawn by the old one). ``build(tmp_dir)`` writes the files; it runs
     in a temporary folder that is renamed into place,
     so several processes may ask at once (the first rename wins) and a killed generation leaves no
     half-written set behind.
@@ -222,7 +234,7 @@ def cached_dataset(parent: str | os.PathLike, prefix: str, spec: dict, build) ->
 
     from reproduce.paths import project_path
 
-    spec = {**spec, "generator_version": GENERATOR_VERSION}  # a changed generator never reuses old sets
+    spec = {**spec, "generator_version": GENERATOR_VERSION, "generator_digest": generator_digest()}
     key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     root = project_path(parent) / f"{prefix}_{key}"  # data/... is the project's, whatever the cwd
     if (root / "spec.json").is_file():
