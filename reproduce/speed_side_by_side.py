@@ -61,8 +61,9 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
     ``speed_side_by_side`` into each record; return one row per run."""
     drift = ConfigDrift(load_ablation(ablation), scale)
     done = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale and r.get("status") == "completed"]
-    recs = [r for r in done if not drift(r)]  # a stale record is no row of the table: not measured
-    stale = [f"{r['variant']}/seed{r['seed']}" for r in done if drift(r)]
+    changed = [bool(drift(r)) for r in done]  # a stale record is no row of the table: not measured
+    recs = [r for r, c in zip(done, changed) if not c]
+    stale = [f"{r['variant']}/seed{r['seed']}" for r, c in zip(done, changed) if c]
     if stale:
         log(f"stale (config changed since the run; not a row of the table, not measured): {', '.join(stale)}")
     if not recs:
