@@ -9,7 +9,7 @@ import statistics
 
 from ..config import resolve_scale
 from .cells import TAG_TEXT, build_rows, fps_cell, links_cell, tag_marker
-from .summary import run_cpu_s
+from .summary import run_cpu_minutes
 from .verdicts import verdicts
 
 
@@ -56,7 +56,7 @@ def cost_note(summary: dict) -> str | None:
     the median run, and an estimate of the whole table on 2 cores running two 1-thread runs at once (the
     cpu scale's budget: a run <= 15 min, an ablation <= 4 h)."""
     records = [rec for r in summary["rows"] for rec in r.get("done_records") or []]
-    cpu = sorted(c / 60 for c in (run_cpu_s(rec) for rec in records) if c is not None)
+    cpu = run_cpu_minutes(summary)
     if not cpu:
         return None
     total_h = statistics.fmean(cpu) * len(records) / 60

@@ -48,6 +48,12 @@ def run_cpu_s(record: dict) -> float | None:
     return float(record["cpu_time_s"])
 
 
+def run_cpu_minutes(summary: dict) -> list[float]:
+    """Sorted CPU minutes (:func:`run_cpu_s`) of a summary's completed runs that measured them."""
+    records = [rec for r in summary["rows"] for rec in r.get("done_records") or []]
+    return sorted(c / 60 for c in map(run_cpu_s, records) if c is not None)
+
+
 def mean_std(vals: list[float]) -> tuple[float, float]:
     if not vals:
         return math.nan, math.nan
@@ -183,10 +189,10 @@ def scale_image_size(summary: dict):
     return (resolve_scale(summary["ablation"], summary["scale"]).get("data") or {}).get("image_size")
 
 
-def summarize(ablation: str, scale: str, runs_root=None) -> dict:
+def summarize(ablation: str, scale: str, runs_root=None, sizes: bool = True) -> dict:
     """Aggregate the records of one ablation at one scale: per variant, metric lists and statuses.
     Records of another config (stale, :class:`ConfigDrift`) are left out and counted; a row without a run
-    gets its params / FLOPs from the module its config builds."""
+    gets its params / FLOPs from the module its config builds (``sizes=False``: left empty, nothing built)."""
     abl = load_ablation(ablation)
     drift = ConfigDrift(abl, scale)  # also each variant's config as the files resolve it now
     all_recs = load_records(ablation, runs_root)
@@ -239,7 +245,7 @@ def summarize(ablation: str, scale: str, runs_root=None) -> dict:
         row["params"] = src.get("params")
         row["macs"] = src.get("macs")
         row["size_from"] = "run" if row["params"] is not None else None
-        if row["params"] is None:
+        if row["params"] is None and sizes:
             row["params"], row["macs"], row["size_note"] = module_size(drift.config(v))
             row["size_from"] = "module" if row["params"] is not None else None
         row["macs_paper"] = src.get("macs_paper")

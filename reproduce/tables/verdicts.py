@@ -61,12 +61,16 @@ def regime_line(summary: dict) -> str | None:
     return f"- Regime: {what} at {m} {cells}."
 
 
-def verdicts(summary: dict) -> list[str]:
-    """One line per claim in ``table.claims``: ``{better, worse, metric, source}`` or
-    ``{close, to, tolerance, metric, source}``; first the AP regime of the reference row (:func:`regime_line`)."""
+# What a claim's verdict says, for summaries (the status table): the verdict word, "weak" when the gap (or, for
+# "close", its excess over the tolerance) is within 2x the spread.
+OUTCOMES = ("reproduced", "reproduced (weak)", "not reproduced", "not reproduced (weak)", "not tested")
+
+
+def judge_claims(summary: dict) -> list[tuple[str, str]]:
+    """``(line, outcome)`` per claim in ``table.claims``: ``{better, worse, metric, source}`` or
+    ``{close, to, tolerance, metric, source}``; ``outcome`` is one of :data:`OUTCOMES`."""
     rows = {r["variant"]: r for r in summary["rows"]}
-    regime = regime_line(summary) if summary["ablation"].get("table", {}).get("claims") else None
-    out = [regime] if regime else []
+    out = []
     for c in summary["ablation"].get("table", {}).get("claims", []):
         m = c.get("metric", summary["ablation"].get("table", {}).get("primary", "AP"))
         first, second = claim_variants(c)
@@ -77,7 +81,7 @@ def verdicts(summary: dict) -> list[str]:
         if c.get("source"):
             desc += f" ({c['source']})"
         if not b or not w or b["n"] == 0 or w["n"] == 0:
-            out.append(f"- {desc}: **not tested** (a variant has no completed run)")
+            out.append((f"- {desc}: **not tested** (a variant has no completed run)", "not tested"))
             continue
         (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
         diff = mb - mw
@@ -103,16 +107,24 @@ def verdicts(summary: dict) -> list[str]:
             where = f"{first} {abs(rel):.0%} {side} {second}" if diff else f"{first} equal to {second}"
             excess = abs(diff) - tol * abs(mw)  # how far the gap is outside the tolerance band
             if excess <= 0:
-                out.append(f"- {desc}: **reproduced** ({where}, inside ±{tol:.0%}; {nums}"
-                           f"{', one seed' if one_seed else ''})")
+                out.append((f"- {desc}: **reproduced** ({where}, inside ±{tol:.0%}; {nums}"
+                            f"{', one seed' if one_seed else ''})", "reproduced"))
             elif within_spread(excess):
-                out.append(f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}, by less than 2x the "
-                           f"{std_name}; {nums})")
+                out.append((f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}, by less than 2x the "
+                            f"{std_name}; {nums})", "not reproduced (weak)"))
             else:
-                out.append(f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}; {nums}, "
-                           f"{against_spread(excess)})")
+                out.append((f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}; {nums}, "
+                            f"{against_spread(excess)})", "not reproduced"))
         else:  # the ordering, either way; a gap within the spread is weak evidence in both directions
-            weak = ", so weak" if within_spread(abs(diff)) else ""
+            weak = within_spread(abs(diff))
             verdict = "reproduced" if diff > 0 else "not reproduced"
-            out.append(f"- {desc}: **{verdict}** ({nums}, {against_spread(abs(diff))}{weak})")
+            out.append((f"- {desc}: **{verdict}** ({nums}, {against_spread(abs(diff))}{', so weak' if weak else ''})",
+                        verdict + (" (weak)" if weak else "")))
     return out
+
+
+def verdicts(summary: dict) -> list[str]:
+    """One line per claim in ``table.claims`` (:func:`judge_claims`), first the AP regime of the reference
+    row (:func:`regime_line`)."""
+    regime = regime_line(summary) if summary["ablation"].get("table", {}).get("claims") else None
+    return ([regime] if regime else []) + [line for line, _ in judge_claims(summary)]

@@ -1,5 +1,5 @@
 """Writes the reports: per ablation ``<ablation>.md/.csv/_runs.csv/.tex`` and its figures for every scale with
-records, stale figures removed, and ``reports/README.md`` indexing everything.
+records, stale figures removed, and ``reports/README.md`` indexing everything with each ablation's status.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ..records import load_records
 from .csv_files import RUNS_CSV_COLUMNS, runs_csv_rows, summary_csv_rows
 from .figures import plot_ap_vs_flops, plot_calibration, plot_curves, plot_searched_archs, plot_speed_accuracy
 from .render import render_markdown, render_tex
+from .status import status_table
 from .summary import summarize
 
 
@@ -78,7 +79,9 @@ def write_ablation_tables(name: str, runs_root=None, reports: Path = REPORTS) ->
             *written]
 
 
-def write_index(reports: Path = REPORTS) -> Path:
+def write_index(reports: Path = REPORTS, runs_root=None) -> Path:
+    """``reports/README.md``: every report with the command that regenerates it, then where each ablation
+    with a table stands at each scale with records (:mod:`.status`), then the figures."""
     lines = ["# Reports", "", "Every table and figure here is generated; the command beside each regenerates it.",
              "`<ablation>.csv` holds each table's cells as shown, then numbers (per metric the mean, std and n over "
              "seeds; COCO metrics x 100), params, FLOPs (multiply-adds) and the row's config and records; "
@@ -96,6 +99,10 @@ def write_index(reports: Path = REPORTS) -> Path:
         gen = next((ln.strip() for ln in p.read_text().splitlines()
                     if "enerated by" in ln and not ln.lstrip().startswith("<!--")), "see the file header")
         lines.append(f"| [{p.name}]({p.name}) | {first} | {gen.replace('|', '/')} |")
+    tabled = [n for n in list_ablations() if (reports / f"{n}.md").exists()]
+    scales = {r.get("scale") for n in tabled for r in load_records(n, runs_root)} - {None}
+    for scale in sorted(scales, key=lambda s: ({"cpu": 0, "paper": 1}.get(s, 2), s)) if tabled else []:
+        lines += [""] + status_table(scale, runs_root, tabled)
     figs = sorted((reports / "figures").glob("*.png"))
     if figs:
         lines += ["", "## Figures", ""] + [f"- [{f.name}](figures/{f.name})" for f in figs]
@@ -111,5 +118,5 @@ def write_all_tables(names: list[str] | None = None, runs_root=None, reports: Pa
     if names is None:
         fig = plot_calibration(runs_root, Path(reports) / "figures" / "cpu_calibration.png")
         out += [fig] if fig else []
-    out.append(write_index(Path(reports)))
+    out.append(write_index(Path(reports), runs_root))
     return out

@@ -1,0 +1,82 @@
+"""Where every ablation stands at one scale, one line each, for the reports index: how many of its planned
+runs (variants x seeds) are done with the config the files give now, the AP of its reference row (the regime
+its verdicts are judged in), how its paper claims came out, what one run costs, and when its runs started.
+
+A reader sees at a glance which tables are complete, which still hold runs of an older config, and which
+verdicts rest on a low-AP regime, without opening nine tables; everything comes from the same summaries as
+the tables themselves (:func:`reproduce.tables.summarize`), nothing is typed.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+
+from ..config import list_ablations
+from .summary import run_cpu_minutes, summarize
+from .verdicts import OUTCOMES, WEAK_REGIME_AP, judge_claims, reference_variants
+
+HEADER = ["Ablation", "Runs done / planned", "Reference row, AP x 100", "Paper claims", "Median run (CPU min)",
+          "Runs started"]
+
+
+def _runs_cell(summary: dict, seeds: int) -> str:
+    rows = summary["rows"]
+    planned = len(rows) * seeds
+    done = sum(len({s for s in r["seeds"] if isinstance(s, int) and 0 <= s < seeds}) for r in rows)
+    cell = f"{done} / {planned}" + (" (complete)" if done == planned else "")
+    extra = [f"{sum(r[k] for r in rows)} {word}" for k, word in
+             (("stale", "stale"), ("running", "running"), ("interrupted", "interrupted"), ("failed", "failed"))
+             if sum(r[k] for r in rows)]
+    return cell + (": " + ", ".join(extra) if extra else "")
+
+
+def _reference_cell(summary: dict) -> str:
+    refs = reference_variants(summary["ablation"])
+    m = summary["ablation"].get("table", {}).get("primary", "AP")
+    cells = []
+    for r in summary["rows"]:
+        if r["variant"] not in refs:
+            continue
+        mean, std, n = r["metrics"][m]
+        if not n:
+            cells.append(f"{r['label']}: not run")
+            continue
+        weak = f" (below {WEAK_REGIME_AP * 100:.0f}: weak regime)" if mean < WEAK_REGIME_AP else ""
+        cells.append(f"{r['label']}: {mean * 100:.1f} ± {std * 100:.1f} (n={n}){weak}")
+    return "; ".join(cells) or "-"
+
+
+def _claims_cell(summary: dict) -> str:
+    outcomes = Counter(outcome for _, outcome in judge_claims(summary))
+    if not outcomes:
+        return "-"
+    return f"of {sum(outcomes.values())}: " + ", ".join(f"{outcomes[o]} {o}" for o in OUTCOMES if outcomes[o])
+
+
+def _started_cell(summary: dict) -> str:
+    days = sorted({str(rec.get("started", ""))[:10] for r in summary["rows"] for rec in r["done_records"]} - {""})
+    if not days:
+        return "-"
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
+def status_line(name: str, scale: str = "cpu", runs_root=None) -> list[str]:
+    """The cells of ``name``'s status row at ``scale`` (see :data:`HEADER`)."""
+    s = summarize(name, scale, runs_root, sizes=False)
+    cpu = run_cpu_minutes(s)
+    return [f"[{name}]({name}.md)", _runs_cell(s, int(s["ablation"].get("seeds", 3))), _reference_cell(s),
+            _claims_cell(s), f"{statistics.median(cpu):.1f}" if cpu else "-", _started_cell(s)]
+
+
+def status_table(scale: str = "cpu", runs_root=None, names: list[str] | None = None) -> list[str]:
+    """Markdown lines: a heading, what the columns mean, and one row per ablation at ``scale``."""
+    lines = [f"## Status at the `{scale}` scale", "",
+             "Runs done: completed runs of the planned seeds whose config is the one the files give now (stale: "
+             "records of an earlier config, left out of the table until re-run). Reference row: the row the scale "
+             f"is calibrated on; below AP {WEAK_REGIME_AP * 100:.0f} every verdict of the table is weak. "
+             "Paper claims: each claim's verdict in the table (weak: the gap is within 2x the seed or run-to-run "
+             "spread). Median run: CPU minutes of one 1-thread run (about its wall time on an idle core). Runs "
+             "started: the first and last day a counted run began.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(status_line(n, scale, runs_root)) + " |" for n in names or list_ablations()]
+    return lines
