@@ -17,7 +17,8 @@ indexes everything.
 
 The package, one job per module: ``summary`` (records -> per-row aggregates), ``verdicts`` (claims against
 the seed spread), ``cells`` (a row's cells and links), ``render`` (Markdown with its notes, LaTeX),
-``csv_files`` (the two CSVs), ``figures`` (all plots) and ``write`` (the files and the index). Only records
+``csv_files`` (the two CSVs), ``figures`` (all plots), ``status`` (one line per ablation for the index) and
+``write`` (the files and the index). Only records
 are read: importing it loads no torch.
 """
 from __future__ import annotations
