@@ -61,10 +61,29 @@ def comparison(mine: dict, committed: list[dict]) -> list[str]:
                          + (f" (a std of {floor * 100:.1f} AP points at this scale: runs that round differently, "
                             "e.g. with another thread count, land that far apart)." if floor else "."))
             lines.append(replay_note(mine, same))
+        differs = eval_set_note(mine, same)
+        if differs:
+            lines.append(differs)
         hw = (same.get("hardware") or {})
         lines.append(f"Committed run: {same.get('finished', '?')} on {hw.get('cpu_count', '?')} cores, "
                      f"torch {hw.get('torch', '?')}; wall times depend on the machine and its load.")
     return lines
+
+
+def eval_set_note(mine: dict, same: dict) -> str | None:
+    """A warning when the two runs were scored on different val sets (``eval_data``, :mod:`reproduce.data.identity`):
+    then their APs do not compare, whatever their losses say. None when they agree or one does not record it."""
+    a, b = ((r.get("eval_data") or {}).get("val") or {} for r in (mine, same))
+    keys = ("images", "annotations", "annotations_sha1", "images_sha1")
+    if not (a.get("annotations_sha1") and b.get("annotations_sha1")) or all(a.get(k) == b.get(k) for k in keys):
+        return None
+
+    def desc(v):
+        return f"{v.get('images')} images, {v.get('annotations')} boxes, annotations {v.get('annotations_sha1')}, " \
+               f"images {v.get('images_sha1')}"
+    return (f"**Your run was scored on another val set than the committed run** (yours: {desc(a)}; committed: "
+            f"{desc(b)}): the APs do not compare. A synthetic set differs when the generator's code, Pillow or "
+            "numpy differ.")
 
 
 def replay_note(mine: dict, same: dict) -> str:

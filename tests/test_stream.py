@@ -69,3 +69,6 @@ def test_a_streamed_run_records_its_held_out_ap(install_ablation, runs_root):
     assert rec["status"] == "completed", rec.get("error")
     assert rec["train_steps"] == 4  # 2 epochs x 8 fresh images / batch 4
     assert set(rec["heldout_metrics"]) >= {"AP", "AP50"} and set(rec["metrics"]) >= {"AP", "AP50"}
+    # which images and ground truth each AP was scored on (reproduce/data/identity.py)
+    assert set(rec["eval_data"]) == {"val", "heldout"} and rec["eval_data"]["val"]["images"] == 4
+    assert rec["eval_data"]["val"]["annotations_sha1"] != rec["eval_data"]["heldout"]["annotations_sha1"]

@@ -38,6 +38,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from .identity import files_sha1
+
 BOX_TOLERANCE = 1.0  # px a box may exceed the image border (COCO rounding) before it is an error
 NAME_MAX = 255  # bytes in one path component (Linux, macOS); longer names cannot be opened
 # what PIL raises on a file it cannot decode: truncated data (OSError), broken PNG chunks (SyntaxError),
@@ -277,6 +279,13 @@ class CocoDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def identity(self) -> dict:
+        """What a run evaluated on this set was scored against (:mod:`reproduce.data.identity`): its images and
+        annotations (crowd ones included), digests of the annotation file and of the images' files."""
+        return {"images": len(self.ids), "annotations": sum(len(self.data["by_image"][i]) for i in self.ids),
+                "annotations_sha1": files_sha1([self.ann_file]),
+                "images_sha1": files_sha1(self.image_dir / self.data["images"][i]["file_name"] for i in self.ids)}
 
     def record_name(self, image_id: int) -> str:
         return names_rec(self.data["image_index"][image_id], image_id)

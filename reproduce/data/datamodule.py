@@ -34,6 +34,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from reproduce.paths import project_path
 
 from .coco import CocoDetection
+from .identity import dataset_identity
 from .stream import GENERATOR_KEYS, FreshImagesSampler, SyntheticStream
 from .synth import cached_dataset, synth_detection
 from .transforms import build_transforms
@@ -139,6 +140,15 @@ class DetectionDataModule(pl.LightningDataModule):
         run of a data config, so each detector's post-processing sees its real detections, not noise."""
         ds = self.val_set if self.val_set is not None else self._datasets(False)
         return [ds[i][0] for i in range(min(n, len(ds)))]
+
+    def eval_identity(self) -> dict:
+        """Which sets a run of this config is scored on (:mod:`reproduce.data.identity`): ``val`` and, with a
+        held-out set, ``heldout``; stored in the run record so that tables and replays can tell runs scored on
+        different images or ground truth apart (a config names a data set, not its bytes)."""
+        out = {"val": dataset_identity(self.val_set if self.val_set is not None else self._datasets(False))}
+        if self.has_heldout:
+            out["heldout"] = dataset_identity(self._datasets(False, "heldout"))
+        return out
 
     @property
     def has_heldout(self) -> bool:

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .coco import AnnotationError, check_image_sizes, decode_image
+from .identity import files_sha1
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
@@ -98,7 +99,7 @@ def parse_voc_xml(path: str | os.PathLike) -> dict:
 
 class VocDetection(Dataset):
     def __init__(self, root: str | os.PathLike, split: str = "trainval", transforms=None, check_files: bool = True):
-        self.root = Path(root)
+        self.root, self.split = Path(root), split
         ids_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
         if not ids_file.is_file():
             raise AnnotationError(ids_file, "file", "-", f"VOC split list not found (split {split!r} of {self.root})")
@@ -137,6 +138,14 @@ class VocDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def identity(self) -> dict:
+        """What a run evaluated on this split was scored against (:mod:`reproduce.data.identity`): its images and
+        objects (difficult ones included), digests of the split list with its XML files and of the images."""
+        ids_file = self.root / "ImageSets" / "Main" / f"{self.split}.txt"
+        return {"images": len(self.ids), "annotations": sum(len(r["objects"]) for r in self.records),
+                "annotations_sha1": files_sha1([ids_file, *(self.xml_path(i) for i in self.ids)]),
+                "images_sha1": files_sha1(self.image_path(r) for r in self.records)}
 
     def target(self, idx: int) -> dict:
         r = self.records[idx]

@@ -27,6 +27,8 @@ def _runs_cell(summary: dict, seeds: int) -> str:
     extra = [f"{sum(r[k] for r in rows)} {word}" for k, word in
              (("stale", "stale"), ("running", "running"), ("interrupted", "interrupted"), ("failed", "failed"))
              if sum(r[k] for r in rows)]
+    if summary.get("mixed_eval"):
+        extra.append(f"scored on {len(summary['mixed_eval'])} different val sets")
     return cell + (": " + ", ".join(extra) if extra else "")
 
 

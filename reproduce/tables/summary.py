@@ -121,6 +121,22 @@ def mixed_preparations(records: list[dict]) -> list[str]:
     return lines
 
 
+def mixed_eval_sets(records: list[dict]) -> list[str]:
+    """Where a table's completed runs were scored on different val sets (``eval_data.val`` digests of the
+    annotation and image files, :mod:`reproduce.data.identity`): one line per set, naming its runs. Empty
+    when they agree, or when fewer than two sets are known (records made before the digests say nothing)."""
+    groups: dict[tuple, list[str]] = {}
+    for r in records:
+        val = (r.get("eval_data") or {}).get("val") or {}
+        if r.get("status") == "completed" and val.get("annotations_sha1"):
+            key = (val["annotations_sha1"], val.get("images_sha1"), val.get("images"), val.get("annotations"))
+            groups.setdefault(key, []).append(f"{r.get('variant')}/seed{r.get('seed')}")
+    if len(groups) < 2:
+        return []
+    return [f"annotations {a} / images {i} ({n} images, {m} boxes): {', '.join(sorted(runs))}"
+            for (a, i, n, m), runs in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+
+
 def searched_connections(records: list[dict]) -> list[str]:
     """How a row's connections were searched, from its runs' ``prepare`` entries of a connection search
     (paper Table 8: the fixed orders' connections "searched in the same way as for R0-SP53"): one line per
@@ -268,5 +284,6 @@ def summarize(ablation: str, scale: str, runs_root=None, sizes: bool = True) -> 
         row["wall_untimed"] = len(done) - len(wall)  # resumed runs whose whole wall time is unknown
         rows.append(row)
     return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs, "side_by_side": side,
+            "mixed_eval": mixed_eval_sets(recs),
             "fps_unmeasured": unmeasured if side else [],
             "stale_records": stale_recs, "runs_root": runs_root}
