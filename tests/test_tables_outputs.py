@@ -365,3 +365,20 @@ def test_status_reference_cell_names_a_weak_regime():
     assert _reference_cell(_regime_summary(0.42, n=0)) == "A: not run"
     assert _claims_cell(_regime_summary(0.42)) == "of 1: 1 reproduced"  # gap 5 points, std 1
     assert _claims_cell(_regime_summary(0.42, n=0)) == "of 1: 1 not tested"
+
+
+def test_claims_show_the_papers_gap_and_flag_a_row_that_never_left_early_learning():
+    """An ordering against a row stuck at AP ~0 says which row trains at this budget, not the paper's effect:
+    the verdict is weak whatever the gap; the paper's own gap stands beside ours."""
+    from reproduce.tables.verdicts import judge_claims
+
+    s = _regime_summary(0.42)
+    s["rows"][0]["paper"], s["rows"][1]["paper"] = {"AP": 40.7}, {"AP": 28.6}
+    (line, outcome), = judge_claims(s)
+    assert "(42.0 vs 37.0, gap +5.0, beyond 2x the seed std; paper 40.7 vs 28.6, gap +12.1)" in line
+    assert outcome == "reproduced"
+    s["rows"][1]["metrics"]["AP"] = (0.001, 0.0005, 3)
+    (line, outcome), = judge_claims(s)
+    assert "b at 0.1 is below 15, still in the early-learning regime" in line and outcome == "reproduced (weak)"
+    s["rows"][1]["paper"] = {"note": "not in the paper"}  # no paper number: no paper gap
+    assert "paper 40.7" not in judge_claims(s)[0][0]

@@ -1,6 +1,7 @@
 """Verdicts under a table: does each claim of the paper (``table.claims``: an ordering, or "close" within a
 tolerance either way) reproduce, judged against the seed spread (floored by the scale's measured run-to-run
-spread), and is the reference row's AP regime high enough for a verdict to mean much.
+spread), with the paper's own gap beside ours; and is the AP regime high enough for a verdict to mean much
+(the reference row's for the whole table, each compared row's for its claims).
 """
 from __future__ import annotations
 
@@ -100,27 +101,49 @@ def judge_claims(summary: dict) -> list[tuple[str, str]]:
 
         k = 1.0 if m == "FPS" else 100.0
         nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
+        after = _paper_gap(b, w, m) + _untrained(((first, mb), (second, mw)), m)
         if "close" in c:
             rel = diff / mw if mw else math.inf
             nums += f", {rel:+.0%}"
             side = "above" if diff > 0 else "below" if diff < 0 else "equal to"
             where = f"{first} {abs(rel):.0%} {side} {second}" if diff else f"{first} equal to {second}"
             excess = abs(diff) - tol * abs(mw)  # how far the gap is outside the tolerance band
+            untrained = " (weak)" if "early-learning" in after else ""
             if excess <= 0:
                 out.append((f"- {desc}: **reproduced** ({where}, inside ±{tol:.0%}; {nums}"
-                            f"{', one seed' if one_seed else ''})", "reproduced"))
+                            f"{', one seed' if one_seed else ''}{after})", "reproduced" + untrained))
             elif within_spread(excess):
                 out.append((f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}, by less than 2x the "
-                            f"{std_name}; {nums})", "not reproduced (weak)"))
+                            f"{std_name}; {nums}{after})", "not reproduced (weak)"))
             else:
                 out.append((f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}; {nums}, "
-                            f"{against_spread(excess)})", "not reproduced"))
+                            f"{against_spread(excess)}{after})", "not reproduced" + untrained))
         else:  # the ordering, either way; a gap within the spread is weak evidence in both directions
             weak = within_spread(abs(diff))
             verdict = "reproduced" if diff > 0 else "not reproduced"
-            out.append((f"- {desc}: **{verdict}** ({nums}, {against_spread(abs(diff))}{', so weak' if weak else ''})",
-                        verdict + (" (weak)" if weak else "")))
+            out.append((f"- {desc}: **{verdict}** ({nums}, {against_spread(abs(diff))}{', so weak' if weak else ''}"
+                        f"{after})", verdict + (" (weak)" if weak or "early-learning" in after else "")))
     return out
+
+
+def _paper_gap(better: dict, worse: dict, metric: str) -> str:
+    """The paper's own numbers for the two rows and their gap, when it reports both (the size of its effect
+    beside ours: an ordering can reproduce at a very different magnitude)."""
+    pb, pw = ((r.get("paper") or {}).get(metric) for r in (better, worse))
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (pb, pw)):
+        return ""
+    return f"; paper {pb:.1f} vs {pw:.1f}, gap {pb - pw:+.1f}"
+
+
+def _untrained(rows: tuple[tuple[str, float], ...], metric: str) -> str:
+    """A row of a claim whose AP stays below :data:`WEAK_REGIME_AP` has not left the early-learning regime: an
+    ordering against it says which row trains at this budget, not the paper's effect (the verdict is weak)."""
+    low = [f"{v} at {mean * 100:.1f}" for v, mean in rows if metric == "AP" and mean < WEAK_REGIME_AP]
+    if not low:
+        return ""
+    return (f"; {' and '.join(low)} {'is' if len(low) == 1 else 'are'} below {WEAK_REGIME_AP * 100:.0f}, still in "
+            "the early-learning regime: the gap says which row trains at this budget, not the size of the paper's "
+            "effect (weak)")
 
 
 def verdicts(summary: dict) -> list[str]:
