@@ -185,7 +185,10 @@ def run_one(*, ablation: str, variant: str, seed: int, scale: str, cfg: dict, pa
                 record["heldout_metrics"] = {k.split("/", 1)[1]: float(v) for k, v in res.items()
                                              if k.startswith("test/")}
             if writer:
-                record["eval_data"] = dm.eval_identity()  # which images and ground truth the AP was scored on
+                try:  # which images and ground truth the AP was scored on
+                    record["eval_data"] = dm.eval_identity()
+                except (OSError, TypeError, ValueError) as e:  # a finished run is not failed over its digest
+                    record["eval_data"] = {"error": f"{type(e).__name__}: {e}"}
                 record.update(_measure(module, cfg, dm, trainer.strategy.root_device))
                 clear_hpc_checkpoints(out)
             ok = True

@@ -305,9 +305,14 @@ def test_close_claim_verdicts():
     one = summary(0.20, 0.30)
     for r in one["rows"]:
         r["metrics"]["AP"] = (r["metrics"]["AP"][0], 0.0, 1)
-    assert "one seed: no seed spread yet" in verdicts(one)[0]
+    assert "one seed: no seed spread yet, so weak" in verdicts(one)[0]
     one["ablation"]["table"]["claims"] = [{"better": "pre", "worse": "scratch"}]
-    assert "**reproduced** (30.0 vs 20.0, gap +10.0, one seed: no seed spread yet)" in verdicts(one)[0]
+    assert "**reproduced** (30.0 vs 20.0, gap +10.0, one seed: no seed spread yet, so weak)" in verdicts(one)[0]
+    # one seed at a scale with a measured run-to-run std: the gap is judged against that std alone
+    one["scale"] = "cpu"
+    assert "gap +10.0, one seed, beyond 2x the run-to-run std (2.8 at this scale))" in verdicts(one)[0]
+    one["rows"][0]["metrics"]["AP"] = (0.27, 0.0, 1)  # scratch 3 points below pre
+    assert "gap +3.0, one seed, within 2x the run-to-run std (2.8 at this scale), so weak)" in verdicts(one)[0]
 
 
 def test_verdicts_compare_a_gap_with_the_scales_run_to_run_std_when_the_seeds_agree_closer():

@@ -86,3 +86,16 @@ def test_quickstart_says_when_the_committed_run_was_scored_on_another_val_set():
     same["eval_data"]["val"]["images_sha1"] = "000000000000"
     note = eval_set_note(mine, same)
     assert "scored on another val set" in note and "000000000000" in note and "a8af1fe81ed0" in note
+
+
+def test_mixed_sets_compare_the_held_out_set_too_and_skip_malformed_fields():
+    from reproduce.quickstart import eval_set_note
+    from reproduce.tables.summary import mixed_eval_sets
+
+    v = {"images": 4, "annotations": 9, "annotations_sha1": "x", "images_sha1": "y"}
+    a = {"variant": "a", "seed": 0, "status": "completed", "eval_data": {"val": v, "heldout": {**v, "images_sha1": "h1"}}}
+    b = {"variant": "a", "seed": 1, "status": "completed", "eval_data": {"val": v, "heldout": {**v, "images_sha1": "h2"}}}
+    odd = {"variant": "a", "seed": 2, "status": "completed", "eval_data": ["not", "a", "dict"]}
+    lines = mixed_eval_sets([a, b, odd])
+    assert len(lines) == 2 and {ln.split("held-out annotations x / images ")[1][:2] for ln in lines} == {"h1", "h2"}
+    assert eval_set_note(odd, a) is None and eval_set_note({"eval_data": {"val": "x"}}, a) is None

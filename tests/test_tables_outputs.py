@@ -360,8 +360,13 @@ def test_status_row_counts_planned_runs_stale_records_claims_and_cost(tables):
 def test_status_reference_cell_names_a_weak_regime():
     from reproduce.tables.status import _claims_cell, _reference_cell
 
-    assert _reference_cell(_regime_summary(0.42)) == "A: 42.0 ± 1.0 (n=3)"
-    assert _reference_cell(_regime_summary(0.08)) == "A: 8.0 ± 1.0 (n=3) (below 15: weak regime)"
+    assert _reference_cell(_regime_summary(0.42)) == "A: AP 42.0 ± 1.0 (n=3)"
+    assert _reference_cell(_regime_summary(0.08)) == "A: AP 8.0 ± 1.0 (n=3) (below 15: weak regime)"
+    one = _regime_summary(0.42, n=1)
+    assert _reference_cell(one) == "A: AP 42.0 (n=1)"  # no spread from one seed
+    one["ablation"]["table"]["primary"] = "FPS"
+    one["rows"][0]["metrics"]["FPS"] = (12.34, 0.0, 1)
+    assert _reference_cell(one) == "A: FPS 12.3 (n=1)"  # not x 100, no AP regime
     assert _reference_cell(_regime_summary(0.42, n=0)) == "A: not run"
     assert _claims_cell(_regime_summary(0.42)) == "of 1: 1 reproduced"  # gap 5 points, std 1
     assert _claims_cell(_regime_summary(0.42, n=0)) == "of 1: 1 not tested"
@@ -382,3 +387,49 @@ def test_claims_show_the_papers_gap_and_flag_a_row_that_never_left_early_learnin
     assert "b at 0.1 is below 15, still in the early-learning regime" in line and outcome == "reproduced (weak)"
     s["rows"][1]["paper"] = {"note": "not in the paper"}  # no paper number: no paper gap
     assert "paper 40.7" not in judge_claims(s)[0][0]
+
+
+def test_claim_outcomes_weak_for_one_seed_low_reference_and_untested_without_values():
+    """The status row counts outcomes: one seed within the run-to-run std, a table whose reference row is below
+    AP 15, and a claim on a metric no completed run measured are not firm verdicts."""
+    from reproduce.tables.verdicts import judge_claims
+
+    def outcome(s):
+        return judge_claims(s)[0][1]
+
+    one = _regime_summary(0.42, n=1)
+    one["scale"] = "cpu"
+    one["rows"][1]["metrics"]["AP"] = (0.40, 0.0, 1)  # gap 2 points: within 2x the 2.8 run-to-run std
+    assert outcome(one) == "reproduced (weak)"
+    one["rows"][1]["metrics"]["AP"] = (0.30, 0.0, 1)  # 12 points: beyond it
+    assert outcome(one) == "reproduced"
+    low = _regime_summary(0.10)  # reference row A at 10: every verdict of the table is weak
+    low["rows"][1]["metrics"]["AP"] = (0.02, 0.01, 3)
+    low["ablation"]["table"]["claims"] = [{"better": "a", "worse": "b"}]
+    assert outcome(low) == "reproduced (weak)"
+    low["ablation"]["table"]["reference"] = "b"
+    low["rows"][1]["metrics"]["AP"] = (0.30, 0.01, 3)
+    low["rows"][0]["metrics"]["AP"] = (0.60, 0.01, 3)
+    assert outcome(low) == "reproduced"
+    nofps = _regime_summary(0.42)
+    nofps["ablation"]["table"]["claims"] = [{"better": "a", "worse": "b", "metric": "FPS"}]
+    nofps["rows"][0]["metrics"]["FPS"] = (float("nan"), float("nan"), 0)  # no run measured it
+    line, out = judge_claims(nofps)[0]
+    assert out == "not tested" and "no FPS value" in line
+    nofps["ablation"]["table"]["claims"][0]["metric"] = "AR100"  # not a metric of the table: not a crash
+    assert outcome(nofps) == "not tested"
+
+
+def test_status_runs_cell_counts_the_planned_seeds_and_dead_running_runs():
+    import socket
+
+    from reproduce.records import UNREADABLE
+    from reproduce.tables.status import _runs_cell
+
+    rows = [{"seeds": [0, 1, 3]}, {"seeds": [0]}]  # seed 3 is beyond the 3 planned
+    recs = [{"seed": 2, "status": "failed"}, {"seed": 4, "status": "failed"},  # seed 4 not planned: not counted
+            {"seed": 1, "status": "running", "host": socket.gethostname(), "pid": 2**22 + 12345},  # process gone
+            {"variant": "b", "seed": 2, "status": UNREADABLE}]
+    s = {"rows": rows, "records": recs, "stale_records": [{"seed": 2}, {"seed": 5}]}
+    assert _runs_cell(s, 3) == ("3 / 6: 1 stale, 1 ended unfinished, 1 failed, 1 unreadable, "
+                                "1 completed of further seeds")

@@ -6,6 +6,11 @@ set (``data.root``, the synthetic generator's keys) but not its bytes: a synthet
 version of the generator, another Pillow, or a COCO folder with another annotation file has the same config
 and other contents. The digests make that visible: tables flag rows whose runs were scored on different sets,
 and the quickstart says so when it compares a run with the committed record.
+
+The digests are of the files' bytes, not of decoded pixels or parsed annotations: the same pixels re-encoded (a
+PNG written with another zlib) or an annotation file re-serialised count as another set. That errs on the side of
+a warning and costs one read of the files (COCO val2017, about 0.8 GB: a second or so of hashing), where decoding
+every image would cost minutes.
 """
 from __future__ import annotations
 

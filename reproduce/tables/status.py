@@ -15,18 +15,36 @@ from ..config import list_ablations
 from .summary import run_cpu_minutes, summarize
 from .verdicts import OUTCOMES, WEAK_REGIME_AP, judge_claims, reference_variants
 
-HEADER = ["Ablation", "Runs done / planned", "Reference row, AP x 100", "Paper claims", "Median run (CPU min)",
+HEADER = ["Ablation", "Runs done / planned", "Reference row (COCO AP x 100)", "Paper claims", "Median run (CPU min)",
           "Runs started"]
 
 
 def _runs_cell(summary: dict, seeds: int) -> str:
+    """Completed current runs of the planned seeds over variants x seeds, then what else the planned seeds
+    hold: stale records, live runs, runs that ended unfinished (a dead ``running`` process counts there),
+    failures, unreadable records; completed runs of further seeds are counted apart."""
+    from ..records import UNREADABLE, is_stale
+
+    planned_seeds = set(range(seeds))
+
+    def planned(r: dict) -> bool:
+        return r.get("seed") in planned_seeds
+
     rows = summary["rows"]
-    planned = len(rows) * seeds
-    done = sum(len({s for s in r["seeds"] if isinstance(s, int) and 0 <= s < seeds}) for r in rows)
-    cell = f"{done} / {planned}" + (" (complete)" if done == planned else "")
-    extra = [f"{sum(r[k] for r in rows)} {word}" for k, word in
-             (("stale", "stale"), ("running", "running"), ("interrupted", "interrupted"), ("failed", "failed"))
-             if sum(r[k] for r in rows)]
+    done = sum(len(set(r["seeds"]) & planned_seeds) for r in rows)
+    cell = f"{done} / {len(rows) * seeds}" + (" (complete)" if done == len(rows) * seeds else "")
+    recs = [r for r in summary["records"] if planned(r)]
+    counts = {
+        "stale": sum(planned(r) for r in summary.get("stale_records") or []),
+        "running": sum(r.get("status") == "running" and not is_stale(r) for r in recs),
+        "ended unfinished": sum(r.get("status") == "interrupted" or is_stale(r) for r in recs),
+        "failed": sum(r.get("status") == "failed" for r in recs),
+        "unreadable": sum(r.get("status") == UNREADABLE for r in summary["records"]),
+    }
+    extra = [f"{n} {word}" for word, n in counts.items() if n]
+    further = sum(len(set(r["seeds"]) - planned_seeds) for r in rows)
+    if further:
+        extra.append(f"{further} completed of further seeds")
     if summary.get("mixed_eval"):
         extra.append(f"scored on {len(summary['mixed_eval'])} different val sets")
     return cell + (": " + ", ".join(extra) if extra else "")
@@ -35,16 +53,18 @@ def _runs_cell(summary: dict, seeds: int) -> str:
 def _reference_cell(summary: dict) -> str:
     refs = reference_variants(summary["ablation"])
     m = summary["ablation"].get("table", {}).get("primary", "AP")
+    k = 1.0 if m == "FPS" else 100.0
     cells = []
     for r in summary["rows"]:
         if r["variant"] not in refs:
             continue
-        mean, std, n = r["metrics"][m]
+        mean, std, n = r["metrics"].get(m, (0.0, 0.0, 0))
         if not n:
             cells.append(f"{r['label']}: not run")
             continue
-        weak = f" (below {WEAK_REGIME_AP * 100:.0f}: weak regime)" if mean < WEAK_REGIME_AP else ""
-        cells.append(f"{r['label']}: {mean * 100:.1f} ± {std * 100:.1f} (n={n}){weak}")
+        weak = f" (below {WEAK_REGIME_AP * 100:.0f}: weak regime)" if m == "AP" and mean < WEAK_REGIME_AP else ""
+        spread = f" ± {std * k:.1f}" if n > 1 else ""
+        cells.append(f"{r['label']}: {m} {mean * k:.1f}{spread} (n={n}){weak}")
     return "; ".join(cells) or "-"
 
 
@@ -56,7 +76,7 @@ def _claims_cell(summary: dict) -> str:
 
 
 def _started_cell(summary: dict) -> str:
-    days = sorted({str(rec.get("started", ""))[:10] for r in summary["rows"] for rec in r["done_records"]} - {""})
+    days = sorted({str(rec.get("started") or "")[:10] for r in summary["rows"] for rec in r["done_records"]} - {""})
     if not days:
         return "-"
     return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"

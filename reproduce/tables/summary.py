@@ -122,19 +122,24 @@ def mixed_preparations(records: list[dict]) -> list[str]:
 
 
 def mixed_eval_sets(records: list[dict]) -> list[str]:
-    """Where a table's completed runs were scored on different val sets (``eval_data.val`` digests of the
-    annotation and image files, :mod:`reproduce.data.identity`): one line per set, naming its runs. Empty
-    when they agree, or when fewer than two sets are known (records made before the digests say nothing)."""
+    """Where a table's completed runs were scored on different val sets (``eval_data`` digests of the val and
+    held-out annotation and image files, :mod:`reproduce.data.identity`): one line per set, naming its runs.
+    Empty when they agree, or when fewer than two sets are known (records made before the digests say nothing)."""
     groups: dict[tuple, list[str]] = {}
     for r in records:
-        val = (r.get("eval_data") or {}).get("val") or {}
+        sets = r.get("eval_data") if isinstance(r.get("eval_data"), dict) else {}
+        val, held = (sets.get(k) if isinstance(sets.get(k), dict) else {} for k in ("val", "heldout"))
         if r.get("status") == "completed" and val.get("annotations_sha1"):
-            key = (val["annotations_sha1"], val.get("images_sha1"), val.get("images"), val.get("annotations"))
+            key = tuple(str(d.get(k)) for d in (val, held) for k in ("annotations_sha1", "images_sha1", "images",
+                                                                     "annotations"))
             groups.setdefault(key, []).append(f"{r.get('variant')}/seed{r.get('seed')}")
     if len(groups) < 2:
         return []
-    return [f"annotations {a} / images {i} ({n} images, {m} boxes): {', '.join(sorted(runs))}"
-            for (a, i, n, m), runs in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+
+    def desc(a, i, n, m, ha, hi, hn, hm):
+        held = f"; held-out annotations {ha} / images {hi}" if ha != "None" else ""
+        return f"annotations {a} / images {i} ({n} images, {m} boxes){held}"
+    return [f"{desc(*key)}: {', '.join(sorted(runs))}" for key, runs in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
 
 
 def searched_connections(records: list[dict]) -> list[str]:
@@ -237,7 +242,7 @@ def summarize(ablation: str, scale: str, runs_root=None, sizes: bool = True) -> 
         row = {"variant": v, "label": spec.get("label", v), "n": len(done), "failed": len(failed),
                "running": len([r for r in vr if r.get("status") == "running"]),
                "interrupted": len([r for r in vr if r.get("status") == "interrupted"]),
-               "errors": sorted({r.get("error", "")[:120] for r in failed}), "paper": spec.get("paper") or {},
+               "errors": sorted({str(r.get("error") or "")[:120] for r in failed}), "paper": spec.get("paper") or {},
                "unreadable": [r["error"] for r in vr if r["status"] == UNREADABLE],
                "seeds": sorted(r["seed"] for r in done), "metrics": {}, "curves": [r.get("curve", []) for r in done]}
         for m in set(metrics) | {"AP", "FPS"}:

@@ -63,14 +63,28 @@ def regime_line(summary: dict) -> str | None:
 
 
 # What a claim's verdict says, for summaries (the status table): the verdict word, "weak" when the gap (or, for
-# "close", its excess over the tolerance) is within 2x the spread.
+# "close", its excess over the tolerance) is within 2x the spread, when there is no spread to judge it by (one
+# seed at a scale without a measured run-to-run std), when a compared row never left early learning, or when
+# the table's reference row is below the regime threshold.
 OUTCOMES = ("reproduced", "reproduced (weak)", "not reproduced", "not reproduced (weak)", "not tested")
+
+
+def _reference_too_low(summary: dict) -> bool:
+    """The table's reference row(s) below :data:`WEAK_REGIME_AP` on AP: every verdict of it is weak."""
+    table = summary["ablation"].get("table", {})
+    if table.get("primary", "AP") != "AP":
+        return False
+    refs = reference_variants(summary["ablation"])
+    means = [r["metrics"]["AP"][0] for r in summary["rows"] if r["variant"] in refs and r["n"]
+             and r["metrics"].get("AP", (math.nan, 0, 0))[2]]
+    return bool(means) and min(means) < WEAK_REGIME_AP
 
 
 def judge_claims(summary: dict) -> list[tuple[str, str]]:
     """``(line, outcome)`` per claim in ``table.claims``: ``{better, worse, metric, source}`` or
     ``{close, to, tolerance, metric, source}``; ``outcome`` is one of :data:`OUTCOMES`."""
     rows = {r["variant"]: r for r in summary["rows"]}
+    low_regime = _reference_too_low(summary)
     out = []
     for c in summary["ablation"].get("table", {}).get("claims", []):
         m = c.get("metric", summary["ablation"].get("table", {}).get("primary", "AP"))
@@ -84,46 +98,65 @@ def judge_claims(summary: dict) -> list[tuple[str, str]]:
         if not b or not w or b["n"] == 0 or w["n"] == 0:
             out.append((f"- {desc}: **not tested** (a variant has no completed run)", "not tested"))
             continue
-        (mb, sb, nb), (mw, sw, nw) = b["metrics"][m], w["metrics"][m]
+        (mb, sb, nb), (mw, sw, nw) = (r["metrics"].get(m, (math.nan, math.nan, 0)) for r in (b, w))
+        if not nb or not nw:
+            out.append((f"- {desc}: **not tested** (no {m} value in a variant's completed runs)", "not tested"))
+            continue
         diff = mb - mw
         floor = RUN_TO_RUN_STD.get(summary.get("scale"), 0.0) if m == "AP" else 0.0  # measured on AP only
-        spread = max(sb, sw, floor)
-        std_name = "seed std" if max(sb, sw) >= floor else f"run-to-run std ({floor * 100:.1f} at this scale)"
-        one_seed = min(nb, nw) < 2  # no seed spread to compare a gap with yet
+        one_seed = min(nb, nw) < 2  # no seed spread yet: the scale's run-to-run std alone, when measured
+        spread = floor if one_seed else max(sb, sw, floor)
+        floor_name = f"run-to-run std ({floor * 100:.1f} at this scale)"
+        std_name = floor_name if one_seed or max(sb, sw) < floor else "seed std"
+        unjudged = one_seed and not floor  # nothing to compare a gap with
 
         def within_spread(gap: float) -> bool:
-            return not one_seed and gap <= 2 * spread
+            return unjudged or gap <= 2 * spread
 
         def against_spread(gap: float) -> str:  # how a gap compares with the seed spread
-            if one_seed:
+            if unjudged:
                 return "one seed: no seed spread yet"
-            return f"within 2x the {std_name}" if within_spread(gap) else f"beyond 2x the {std_name}"
+            where = f"within 2x the {std_name}" if within_spread(gap) else f"beyond 2x the {std_name}"
+            return f"one seed, {where}" if one_seed else where
 
         k = 1.0 if m == "FPS" else 100.0
         nums = f"{mb * k:.1f} vs {mw * k:.1f}, gap {diff * k:+.1f}"
-        after = _paper_gap(b, w, m) + _untrained(((first, mb), (second, mw)), m)
+        untrained = _untrained(((first, mb), (second, mw)), m)
+        after = _paper_gap(b, w, m) + untrained
+        forced_weak = bool(untrained) or low_regime  # weak whatever the gap
+
+        def outcome(verdict: str, weak: bool) -> str:
+            return verdict + (" (weak)" if weak or forced_weak else "")
+
         if "close" in c:
             rel = diff / mw if mw else math.inf
             nums += f", {rel:+.0%}"
             side = "above" if diff > 0 else "below" if diff < 0 else "equal to"
             where = f"{first} {abs(rel):.0%} {side} {second}" if diff else f"{first} equal to {second}"
             excess = abs(diff) - tol * abs(mw)  # how far the gap is outside the tolerance band
-            untrained = " (weak)" if "early-learning" in after else ""
             if excess <= 0:
                 out.append((f"- {desc}: **reproduced** ({where}, inside ±{tol:.0%}; {nums}"
-                            f"{', one seed' if one_seed else ''}{after})", "reproduced" + untrained))
-            elif within_spread(excess):
+                            f"{', one seed' if one_seed else ''}{after})", outcome("reproduced", unjudged)))
+            elif within_spread(excess) and not unjudged:
                 out.append((f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}, by less than 2x the "
-                            f"{std_name}; {nums}{after})", "not reproduced (weak)"))
+                            f"{std_name}; {nums}{after})", outcome("not reproduced", True)))
             else:
                 out.append((f"- {desc}: **not reproduced** ({where}, outside ±{tol:.0%}; {nums}, "
-                            f"{against_spread(excess)}{after})", "not reproduced" + untrained))
+                            f"{against_spread(excess)}{', so weak' if unjudged else ''}{after})",
+                            outcome("not reproduced", unjudged)))
         else:  # the ordering, either way; a gap within the spread is weak evidence in both directions
             weak = within_spread(abs(diff))
             verdict = "reproduced" if diff > 0 else "not reproduced"
             out.append((f"- {desc}: **{verdict}** ({nums}, {against_spread(abs(diff))}{', so weak' if weak else ''}"
-                        f"{after})", verdict + (" (weak)" if weak or "early-learning" in after else "")))
+                        f"{after})", outcome(verdict, weak)))
     return out
+
+
+def verdicts(summary: dict) -> list[str]:
+    """One line per claim in ``table.claims`` (:func:`judge_claims`), first the AP regime of the reference
+    row (:func:`regime_line`)."""
+    regime = regime_line(summary) if summary["ablation"].get("table", {}).get("claims") else None
+    return ([regime] if regime else []) + [line for line, _ in judge_claims(summary)]
 
 
 def _paper_gap(better: dict, worse: dict, metric: str) -> str:
@@ -144,10 +177,3 @@ def _untrained(rows: tuple[tuple[str, float], ...], metric: str) -> str:
     return (f"; {' and '.join(low)} {'is' if len(low) == 1 else 'are'} below {WEAK_REGIME_AP * 100:.0f}, still in "
             "the early-learning regime: the gap says which row trains at this budget, not the size of the paper's "
             "effect (weak)")
-
-
-def verdicts(summary: dict) -> list[str]:
-    """One line per claim in ``table.claims`` (:func:`judge_claims`), first the AP regime of the reference
-    row (:func:`regime_line`)."""
-    regime = regime_line(summary) if summary["ablation"].get("table", {}).get("claims") else None
-    return ([regime] if regime else []) + [line for line, _ in judge_claims(summary)]
