@@ -93,6 +93,7 @@ def replay_note(mine: dict, same: dict) -> str:
     replay it when it does not. Runs that round differently (another torch thread count, another CPU's kernels) drift apart
     over thousands of steps like two seeds."""
     from .records import replay_relation
+    from .runtime import RESULT_LIBRARIES
 
     ta, tb = ((r.get("hardware") or {}).get("threads") for r in (mine, same))
     threads = f"torch threads: yours {ta or '?'}, committed {tb or '?'}"
@@ -100,6 +101,11 @@ def replay_note(mine: dict, same: dict) -> str:
               for r in (mine, same))
     if ca and cb and ca != cb:
         threads += f"; CPU: yours {ca}, committed {cb}"
+    ha, hb = ((r.get("hardware") or {}) for r in (mine, same))
+    libs = [f"{k} {ha[k]} vs {hb[k]}" for k in ("torch", "torchvision", "numpy", "pillow", *RESULT_LIBRARIES)
+            if ha.get(k) and hb.get(k) and ha[k] != hb[k]]
+    if libs:
+        threads += f"; libraries (yours vs committed): {', '.join(libs)}"
     relation, rel = replay_relation(mine, same)
     n = min(len(mine.get("loss_trace") or []), len(same.get("loss_trace") or []))
     if relation is None:

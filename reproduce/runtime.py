@@ -68,16 +68,35 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Libraries a result depends on beyond torch / torchvision / numpy / Pillow: the AP evaluators (a version change
+# can move a COCO metric), the training loop and the trunk builders.
+RESULT_LIBRARIES = ("torchmetrics", "faster_coco_eval", "pycocotools", "pytorch_lightning", "timm")
+
+
+def library_versions(names=RESULT_LIBRARIES) -> dict:
+    """Installed versions of ``names`` (distribution metadata, nothing imported); None when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name.replace("_", "-"))
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def hardware() -> dict:
     """The machine and the libraries a result depends on (the synthetic images are drawn with Pillow and
-    numpy: another version may draw them differently)."""
+    numpy: another version may draw them differently; the AP comes from torchmetrics / faster_coco_eval)."""
     import numpy
     import PIL
     import torchvision
 
     info = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__,
-            "pillow": PIL.__version__, "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "pillow": PIL.__version__, **library_versions(),
+            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():

@@ -67,6 +67,12 @@ def test_replay_note_tells_a_replay_from_rounding_from_another_run():
         {**rounding, "hardware": {**intel, "cpu_capability": "AVX512"}},
         {**committed, "hardware": {**intel, "cpu_capability": "AVX2"}})
     assert "CPU:" not in replay_note({**rounding, "hardware": amd}, {**committed, "hardware": {"threads": 1}})
+    # the evaluator's version is named when it differs (a COCO metric can move with it); unknown: not named
+    note = replay_note({**rounding, "hardware": {**intel, "torchmetrics": "1.9.0", "timm": "1.0.31"}},
+                       {**committed, "hardware": {**intel, "torchmetrics": "1.8.2", "timm": "1.0.31"}})
+    assert "libraries (yours vs committed): torchmetrics 1.9.0 vs 1.8.2)" in note
+    assert "libraries" not in replay_note({**rounding, "hardware": {**intel, "torchmetrics": "1.9.0"}},
+                                          {**committed, "hardware": intel})
     assert "the committed record has no loss trace" in replay_note(same, {"hardware": {"threads": 1}})
     assert "your run has no loss trace" in replay_note({"hardware": {}}, committed)
 
