@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="submitit executor: slurm, or local / debug to try the array on this machine (default: slurm)")
     r.set_defaults(fn=cmd_run)
 
-    t = _sub(sub, "tables", "regenerate tables (.md/.csv/.tex) and figures from the records")
+    t = _sub(sub, "tables", "regenerate tables (.md/.csv/.tex), figures and the index (status rows) from the records")
     t.add_argument("ablation", nargs="*", help="ablations (default: all)")
     _add_store(t)
     t.set_defaults(fn=cmd_tables)
