@@ -206,6 +206,24 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    """Where each ablation stands at a scale (the status rows of reports/README.md), from the records now."""
+    from .config import list_ablations, load_ablation
+    from .records import load_records
+    from .tables.status import status_table
+
+    root = runs_root(args)
+    names = args.ablation or [n for n in list_ablations() if any(r.get("scale") == args.scale
+                                                                  for r in load_records(n, root))]
+    for n in names:
+        load_ablation(n)  # an unknown name: one error naming the valid ones
+    if not names:
+        print(f"no {args.scale}-scale records in {root}")
+        return 0
+    print("\n".join(status_table(args.scale, root, names)))
+    return 0
+
+
 def cmd_speed(args) -> int:
     from .config import load_ablation
     from .speed_side_by_side import measure_side_by_side
@@ -431,6 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("ablation", nargs="*", help="ablations (default: all)")
     _add_store(t)
     t.set_defaults(fn=cmd_tables)
+
+    st = _sub(sub, "status", "where each ablation stands: runs done of planned, reference-row AP, claim outcomes, cost",
+              "Print the status rows of reports/README.md from the records as they are now (nothing is written): per "
+              "ablation, its completed runs of the planned variants x seeds (and stale, running, failed ones), its "
+              "reference row's AP, how its paper claims come out and its median run's CPU time.")
+    st.add_argument("ablation", nargs="*", help="ablations (default: those with records at the scale)")
+    st.add_argument("--scale", default="cpu", help="scale of the runs (default: cpu)")
+    _add_store(st, reports=False)
+    st.set_defaults(fn=cmd_status)
 
     sp = _sub(sub, "speed", "measure the FPS of an ablation's trained runs side by side, then regenerate its table",
               "Measure the inference FPS of every trained run of an ablation in one process, in interleaved rounds "

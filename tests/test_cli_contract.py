@@ -50,6 +50,7 @@ def test_run_exits_non_zero_and_counts_failed_runs(install_ablation, tmp_path, c
     (["fit", "--config", "no/such/file.yaml"], "no such config file"),
     (["run", "baseline_detectors", "--set", "optimizer.name=adamww", "--dry-run"], "invalid choice"),
     (["run", "no_such_ablation", "--dry-run"], "Valid ablations"),
+    (["status", "spinenet_vs_resnt"], "Did you mean 'spinenet_vs_resnet_fpn'"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(argv, says, capsys):
     try:
@@ -127,3 +128,23 @@ def test_tables_of_another_store_do_not_touch_committed_reports(tmp_path, capsys
     assert main(["tables", "baseline_detectors", "--runs-root", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "reports" / "baseline_detectors.md").is_file()
     assert before == {p: p.stat().st_mtime_ns for p in (ROOT / "reports").rglob("*") if p.is_file()}
+
+
+def test_status_prints_where_each_ablation_of_a_store_stands(install_ablation, tmp_path, capsys):
+    """``reproduce status``: the index's status rows from the records as they are, for the ablations a store has
+    records of at the scale (nothing written)."""
+    from reproduce.config import resolve_run_config
+    from reproduce.records import record_path, write_record
+
+    install_ablation("t_cli", CLI_ABLATION)
+    runs = tmp_path / "store"
+    assert main(["status", "--scale", "smoke", "--runs-root", str(runs)]) == 0
+    assert "no smoke-scale records" in capsys.readouterr().out
+    cfg = resolve_run_config({**CLI_ABLATION, "name": "t_cli"}, "good", "smoke")
+    write_record(record_path("t_cli", "good", 0, runs), {
+        "ablation": "t_cli", "variant": "good", "seed": 0, "scale": "smoke", "status": "completed", "config": cfg,
+        "requested_config": cfg, "sets": [], "metrics": {"AP": 0.25}, "started": "2026-12-01T10:00:00"})
+    assert main(["status", "--scale", "smoke", "--runs-root", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "| [t_cli](t_cli.md) | 1 / 2 | - | - | - | 2026-12-01 |" in out
+    assert not (runs / "reports").exists()
