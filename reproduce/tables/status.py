@@ -97,7 +97,8 @@ def status_table(scale: str = "cpu", runs_root=None, names: list[str] | None = N
              "records of an earlier config, left out of the table until re-run). Reference row: the row the scale "
              f"is calibrated on; below AP {WEAK_REGIME_AP * 100:.0f} every verdict of the table is weak. "
              "Paper claims: each claim's verdict in the table (weak: the gap is within 2x the seed or run-to-run "
-             "spread). Median run: CPU minutes of one 1-thread run (about its wall time on an idle core). Runs "
+             "spread, or a compared row never left early learning). Median run: CPU minutes of one 1-thread run "
+             "(about its wall time on an idle core). Runs "
              "started: the first and last day a counted run began.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(status_line(n, scale, runs_root)) + " |" for n in names or list_ablations()]
