@@ -73,9 +73,9 @@ def comparison(mine: dict, committed: list[dict]) -> list[str]:
 def eval_set_note(mine: dict, same: dict) -> str | None:
     """A warning when the two runs were scored on different val sets (``eval_data``, :mod:`reproduce.data.identity`):
     then their APs do not compare, whatever their losses say. None when they agree or one does not record it."""
-    a, b = (((r.get("eval_data") if isinstance(r.get("eval_data"), dict) else {}).get("val") or {}) for r in (mine, same))
-    if not (isinstance(a, dict) and isinstance(b, dict)):
-        return None
+    from .records import recorded_eval_set
+
+    a, b = recorded_eval_set(mine), recorded_eval_set(same)
     keys = ("images", "annotations", "annotations_sha1", "images_sha1")
     if not (a.get("annotations_sha1") and b.get("annotations_sha1")) or all(a.get(k) == b.get(k) for k in keys):
         return None

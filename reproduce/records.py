@@ -379,6 +379,14 @@ def needs_run(record: dict | None, retry_failed: bool = True) -> bool:
 ROUNDING_REL, DIFFERENT_REL = 1e-4, 1e-2
 
 
+def recorded_eval_set(record: dict, split: str = "val") -> dict:
+    """The identity of the ``split`` set a run was scored on (its record's ``eval_data``, written by
+    :mod:`reproduce.data.identity`); ``{}`` for a record made before it, or a malformed one."""
+    sets = record.get("eval_data")
+    d = sets.get(split) if isinstance(sets, dict) else None
+    return d if isinstance(d, dict) else {}
+
+
 def replay_relation(mine: dict, same: dict) -> tuple[str | None, float]:
     """How a run relates to another record of its config, from their first logged training losses
     (``loss_trace``): ``identical`` (bit for bit: same data, initialisation, code and float rounding),

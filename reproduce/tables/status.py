@@ -12,6 +12,7 @@ import statistics
 from collections import Counter
 
 from ..config import list_ablations
+from ..records import UNREADABLE, is_stale
 from .summary import run_cpu_minutes, summarize
 from .verdicts import OUTCOMES, WEAK_REGIME_AP, judge_claims, reference_variants
 
@@ -23,8 +24,6 @@ def _runs_cell(summary: dict, seeds: int) -> str:
     """Completed current runs of the planned seeds over variants x seeds, then what else the planned seeds
     hold: stale records, live runs, runs that ended unfinished (a dead ``running`` process counts there),
     failures, unreadable records; completed runs of further seeds are counted apart."""
-    from ..records import UNREADABLE, is_stale
-
     planned_seeds = set(range(seeds))
 
     def planned(r: dict) -> bool:

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from ..config import ROOT, load_ablation, resolve_run_config, resolve_scale
-from ..records import UNREADABLE, config_changes, load_records, session_of
+from ..records import UNREADABLE, config_changes, load_records, recorded_eval_set, session_of
 
 
 def detection_wall_s(record: dict) -> float | None:
@@ -125,21 +125,19 @@ def mixed_eval_sets(records: list[dict]) -> list[str]:
     """Where a table's completed runs were scored on different val sets (``eval_data`` digests of the val and
     held-out annotation and image files, :mod:`reproduce.data.identity`): one line per set, naming its runs.
     Empty when they agree, or when fewer than two sets are known (records made before the digests say nothing)."""
-    groups: dict[tuple, list[str]] = {}
+    def desc(d: dict) -> str:
+        return f"annotations {d.get('annotations_sha1')} / images {d.get('images_sha1')}"
+
+    groups: dict[str, list[str]] = {}
     for r in records:
-        sets = r.get("eval_data") if isinstance(r.get("eval_data"), dict) else {}
-        val, held = (sets.get(k) if isinstance(sets.get(k), dict) else {} for k in ("val", "heldout"))
+        val, held = recorded_eval_set(r), recorded_eval_set(r, "heldout")
         if r.get("status") == "completed" and val.get("annotations_sha1"):
-            key = tuple(str(d.get(k)) for d in (val, held) for k in ("annotations_sha1", "images_sha1", "images",
-                                                                     "annotations"))
+            key = (f"{desc(val)} ({val.get('images')} images, {val.get('annotations')} boxes)"
+                   + (f"; held-out {desc(held)}" if held.get("annotations_sha1") else ""))
             groups.setdefault(key, []).append(f"{r.get('variant')}/seed{r.get('seed')}")
     if len(groups) < 2:
         return []
-
-    def desc(a, i, n, m, ha, hi, hn, hm):
-        held = f"; held-out annotations {ha} / images {hi}" if ha != "None" else ""
-        return f"annotations {a} / images {i} ({n} images, {m} boxes){held}"
-    return [f"{desc(*key)}: {', '.join(sorted(runs))}" for key, runs in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+    return [f"{key}: {', '.join(sorted(runs))}" for key, runs in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
 
 
 def searched_connections(records: list[dict]) -> list[str]:
