@@ -63,17 +63,27 @@ def test_tables_and_status_flag_runs_scored_on_different_val_sets(install_ablati
     abl = {**SPEC, "name": "t_out"}
     recs = {(v, s): {**_record(abl, v, s, 0.2 + s / 10, 10.0, 200_000_000), "eval_data": val("x1")}
             for v in ("a", "b") for s in (0, 1)}
-    del recs["b", 1]["eval_data"]  # made before records named their val set: says nothing
-    assert mixed_eval_sets(list(recs.values())) == []
+    for r in recs.values():
+        r.pop("eval_data")
+    assert mixed_eval_sets(list(recs.values())) == []  # no run names its set: nothing to compare
+    for r in recs.values():
+        r["eval_data"] = val("x1")
+    assert mixed_eval_sets(list(recs.values())) == []  # one set
+    del recs["b", 1]["eval_data"]  # made before records named their val set, beside runs that name one
+    assert mixed_eval_sets(list(recs.values())) == [
+        "annotations x1 / images ix1 (200 images, 691 boxes): a/seed0, a/seed1, b/seed0",
+        "val set not recorded (records made before runs named it): b/seed1"]
     recs["a", 1]["eval_data"] = val("y2")  # regenerated val set under the same config
     for (v, s), r in recs.items():
         write_record(record_path("t_out", v, s, runs_root), r)
     lines = mixed_eval_sets(list(recs.values()))
     assert lines == ["annotations x1 / images ix1 (200 images, 691 boxes): a/seed0, b/seed0",
-                     "annotations y2 / images iy2 (200 images, 691 boxes): a/seed1"]
+                     "annotations y2 / images iy2 (200 images, 691 boxes): a/seed1",
+                     "val set not recorded (records made before runs named it): b/seed1"]
     md = write_ablation_tables("t_out", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
-    assert "**The runs were scored on different val sets**" in md and "a/seed1" in md
-    assert status_line("t_out", "smoke", runs_root)[1] == "4 / 10: scored on 2 different val sets"
+    assert "**The runs were not all scored on one known val set**" in md and "a/seed1" in md
+    assert status_line("t_out", "smoke", runs_root)[1] == ("4 / 10: scored on 2 different val sets, "
+                                                           "1 with no recorded val set")
 
 
 def test_quickstart_says_when_the_committed_run_was_scored_on_another_val_set():
@@ -97,5 +107,6 @@ def test_mixed_sets_compare_the_held_out_set_too_and_skip_malformed_fields():
     b = {"variant": "a", "seed": 1, "status": "completed", "eval_data": {"val": v, "heldout": {**v, "images_sha1": "h2"}}}
     odd = {"variant": "a", "seed": 2, "status": "completed", "eval_data": ["not", "a", "dict"]}
     lines = mixed_eval_sets([a, b, odd])
-    assert len(lines) == 2 and {ln.split("held-out annotations x / images ")[1][:2] for ln in lines} == {"h1", "h2"}
+    assert len(lines) == 3 and {ln.split("held-out annotations x / images ")[1][:2] for ln in lines[:2]} == {"h1", "h2"}
+    assert lines[2] == "val set not recorded (records made before runs named it): a/seed2"  # malformed: names none
     assert eval_set_note(odd, a) is None and eval_set_note({"eval_data": {"val": "x"}}, a) is None

@@ -123,21 +123,32 @@ def mixed_preparations(records: list[dict]) -> list[str]:
 
 def mixed_eval_sets(records: list[dict]) -> list[str]:
     """Where a table's completed runs were scored on different val sets (``eval_data`` digests of the val and
-    held-out annotation and image files, :mod:`reproduce.data.identity`): one line per set, naming its runs.
-    Empty when they agree, or when fewer than two sets are known (records made before the digests say nothing)."""
+    held-out annotation and image files, :mod:`reproduce.data.identity`): one line per set, naming its runs, and
+    a line :data:`UNRECORDED_EVAL` for the runs whose records name no set (made before runs recorded it) when
+    others name one. Empty when every run names the same set, or none names any."""
     def desc(d: dict) -> str:
         return f"annotations {d.get('annotations_sha1')} / images {d.get('images_sha1')}"
 
     groups: dict[str, list[str]] = {}
+    unrecorded: list[str] = []
     for r in records:
+        if r.get("status") != "completed":
+            continue
         val, held = recorded_eval_set(r), recorded_eval_set(r, "heldout")
-        if r.get("status") == "completed" and val.get("annotations_sha1"):
-            key = (f"{desc(val)} ({val.get('images')} images, {val.get('annotations')} boxes)"
-                   + (f"; held-out {desc(held)}" if held.get("annotations_sha1") else ""))
-            groups.setdefault(key, []).append(f"{r.get('variant')}/seed{r.get('seed')}")
-    if len(groups) < 2:
+        run = f"{r.get('variant')}/seed{r.get('seed')}"
+        if not val.get("annotations_sha1"):
+            unrecorded.append(run)
+            continue
+        key = (f"{desc(val)} ({val.get('images')} images, {val.get('annotations')} boxes)"
+               + (f"; held-out {desc(held)}" if held.get("annotations_sha1") else ""))
+        groups.setdefault(key, []).append(run)
+    if len(groups) + bool(unrecorded) < 2 or not groups:
         return []
-    return [f"{key}: {', '.join(sorted(runs))}" for key, runs in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+    lines = [f"{key}: {', '.join(sorted(runs))}" for key, runs in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+    return lines + ([f"{UNRECORDED_EVAL}: {', '.join(sorted(unrecorded))}"] if unrecorded else [])
+
+
+UNRECORDED_EVAL = "val set not recorded (records made before runs named it)"
 
 
 def searched_connections(records: list[dict]) -> list[str]:
