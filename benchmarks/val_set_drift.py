@@ -48,7 +48,7 @@ from PIL import ImageDraw  # noqa: E402
 
 from benchmarks._results import command_line, save  # noqa: E402
 from reproduce.data import synth  # noqa: E402
-from reproduce.records import replay_relation  # noqa: E402
+from reproduce.records import recorded_eval_set, replay_relation  # noqa: E402
 from reproduce.train_speed import environment  # noqa: E402
 
 CUTOFF = "2026-12-01T10:20"  # the first run started on this machine; earlier records come from another one
@@ -140,7 +140,7 @@ def probe_rows(run: str, threads: int) -> list[dict]:
 
     from reproduce.data.datamodule import VAL_SEED_OFFSET, synthetic_spec
     from reproduce.data.stream import GENERATOR_KEYS
-    from reproduce.predict import predict_run, resolve_run, score_results
+    from reproduce.predict import predict_run, resolve_run
     from reproduce.records import read_record
 
     torch.set_num_threads(threads)
@@ -164,9 +164,8 @@ def probe_rows(run: str, threads: int) -> list[dict]:
             finally:
                 for k, v in saved.items():
                     setattr(synth, k, v)
-            res = predict_run(run, images=str(folder / "val"), image_info=str(gt), out=folder / "results.json",
-                              device="cpu")
-            s = score_results(gt, res["results"], quiet=True)
+            s = predict_run(run, images=str(folder / "val"), image_info=str(gt), out=folder / "results.json",
+                            device="cpu")["stats"]  # scored with pycocotools against the image-info's annotations
             rows.append({"val set": name, "boxes": len(json.loads(gt.read_text())["annotations"]),
                          "AP": f"{s['AP'] * 100:.1f}", "AP50": f"{s['AP50'] * 100:.1f}", "AR@100": f"{s['AR100'] * 100:.1f}",
                          "record AP": f"{rec['metrics']['AP'] * 100:.1f}"})
@@ -184,7 +183,7 @@ def unrecorded_runs() -> list[str]:
     for path in sorted((ROOT / "runs").glob("*/*/seed*/record.json")):
         rec = json.loads(path.read_text())
         if (rec.get("status") == "completed" and (rec.get("started") or "") >= CUTOFF and not rec.get("shared_from")
-                and not isinstance((rec.get("eval_data") or {}).get("val"), dict)
+                and not recorded_eval_set(rec)
                 and (path.parent / "checkpoints" / "last.ckpt").is_file()):
             out.append(str(path.parent.relative_to(ROOT / "runs")))
     return out
@@ -228,12 +227,12 @@ def rescore_rows(runs: list[str], threads: int, write: bool = False) -> list[dic
     for path in sorted((ROOT / "runs").glob("*/*/seed*/record.json")) if write else []:
         rec = json.loads(path.read_text())  # another ablation's copy of a run: the run's own scoring
         origin = (rec.get("shared_from") or {}).get("record")
-        if not origin or isinstance((rec.get("eval_data") or {}).get("val"), dict):
+        if not origin or recorded_eval_set(rec):
             continue
         src = ROOT / "runs" / origin
-        ev = json.loads(src.read_text()).get("eval_data") if src.is_file() else None
-        if isinstance((ev or {}).get("val"), dict) and ev.get("backfilled"):
-            rec["eval_data"] = ev
+        twin = json.loads(src.read_text()) if src.is_file() else {}
+        if recorded_eval_set(twin) and twin["eval_data"].get("backfilled"):
+            rec["eval_data"] = twin["eval_data"]
             write_record(path, rec)
             print(f"{path.parent.relative_to(ROOT)}: eval_data of the run it shares, {origin}", flush=True)
     return rows

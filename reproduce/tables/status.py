@@ -13,7 +13,7 @@ from collections import Counter
 
 from ..config import list_ablations
 from ..records import UNREADABLE, is_stale
-from .summary import UNRECORDED_EVAL, run_cpu_minutes, summarize
+from .summary import eval_set_groups, run_cpu_minutes, summarize
 from .verdicts import OUTCOMES, WEAK_REGIME_AP, judge_claims, reference_variants
 
 HEADER = ["Ablation", "Runs done / planned", "Reference row (COCO AP x 100)", "Paper claims", "Median run (CPU min)",
@@ -44,12 +44,12 @@ def _runs_cell(summary: dict, seeds: int) -> str:
     further = sum(len(set(r["seeds"]) - planned_seeds) for r in rows)
     if further:
         extra.append(f"{further} completed of further seeds")
-    known = [ln for ln in summary.get("mixed_eval") or [] if not ln.startswith(UNRECORDED_EVAL)]
-    unrecorded = [ln for ln in summary.get("mixed_eval") or [] if ln.startswith(UNRECORDED_EVAL)]
-    if len(known) > 1:
-        extra.append(f"scored on {len(known)} different val sets")
-    if unrecorded:
-        extra.append(f"{len(unrecorded[0].split(': ', 1)[1].split(', '))} with no recorded val set")
+    if summary.get("mixed_eval"):  # flagged: count the sets and the runs that name none
+        groups, unrecorded = eval_set_groups(summary["records"])
+        if len(groups) > 1:
+            extra.append(f"scored on {len(groups)} different val sets")
+        if unrecorded:
+            extra.append(f"{len(unrecorded)} with no recorded val set")
     return cell + (": " + ", ".join(extra) if extra else "")
 
 

@@ -121,11 +121,10 @@ def mixed_preparations(records: list[dict]) -> list[str]:
     return lines
 
 
-def mixed_eval_sets(records: list[dict]) -> list[str]:
-    """Where a table's completed runs were scored on different val sets (``eval_data`` digests of the val and
-    held-out annotation and image files, :mod:`reproduce.data.identity`): one line per set, naming its runs, and
-    a line :data:`UNRECORDED_EVAL` for the runs whose records name no set (made before runs recorded it) when
-    others name one. Empty when every run names the same set, or none names any."""
+def eval_set_groups(records: list[dict]) -> tuple[dict[str, list[str]], list[str]]:
+    """The completed runs of ``records`` by the val set they were scored on (``eval_data`` digests of the val and
+    held-out annotation and image files, :mod:`reproduce.data.identity`; a description of the set -> runs), and
+    the runs whose record names no set (made before runs recorded it, or malformed)."""
     def desc(d: dict) -> str:
         return f"annotations {d.get('annotations_sha1')} / images {d.get('images_sha1')}"
 
@@ -142,6 +141,14 @@ def mixed_eval_sets(records: list[dict]) -> list[str]:
         key = (f"{desc(val)} ({val.get('images')} images, {val.get('annotations')} boxes)"
                + (f"; held-out {desc(held)}" if held.get("annotations_sha1") else ""))
         groups.setdefault(key, []).append(run)
+    return groups, unrecorded
+
+
+def mixed_eval_sets(records: list[dict]) -> list[str]:
+    """Where a table's completed runs were scored on different val sets (:func:`eval_set_groups`): one line per
+    set, naming its runs, and a line :data:`UNRECORDED_EVAL` for the runs whose records name no set when others
+    name one. Empty when every run names the same set, or none names any."""
+    groups, unrecorded = eval_set_groups(records)
     if len(groups) + bool(unrecorded) < 2 or not groups:
         return []
     lines = [f"{key}: {', '.join(sorted(runs))}" for key, runs in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
