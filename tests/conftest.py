@@ -3,6 +3,7 @@
 W&B runs offline and silent in tests (never online, never prompting)."""
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -53,3 +54,21 @@ def install_ablation(tmp_path, monkeypatch):
         return cfg_dir
 
     return install
+
+
+GOOD_AND_BROKEN = {
+    "title": "good and broken", "paper": "test", "seeds": 1,
+    "common": {"model": {"backbone": "resnet18_fpn", "detector": "retinanet", "backbone_kwargs": {"out_channels": 32}},
+               "data": {"image_size": 64, "train_images": 8, "val_images": 4, "batch_size": 4},
+               "trainer": {"max_epochs": 1, "enable_progress_bar": False}, "logger": {"wandb": False},
+               "measure": {"speed": {"repeats": 1, "warmup": 0}}},
+    "variants": {"good": {"label": "Good"}, "broken": {"label": "Broken", "debug": {"fail_at_step": 0}}},
+    "table": {"metrics": ["AP"], "primary": "AP", "claims": []},
+}
+
+
+@pytest.fixture()
+def good_and_broken():
+    """A tiny ablation spec (a fresh copy per test) of two variants at any scale: ``good`` trains, ``broken``
+    fails at its first step (exit codes, failed records, launchers that must not lose the good run)."""
+    return copy.deepcopy(GOOD_AND_BROKEN)

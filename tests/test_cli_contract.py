@@ -10,24 +10,13 @@ import pytest
 from reproduce.cli import build_parser, main, reports_dir, runs_root
 from reproduce.config import ROOT, project_path
 
-CLI_ABLATION = {
-    "title": "cli test", "paper": "test", "seeds": 1,
-    "common": {"model": {"backbone": "resnet18_fpn", "detector": "retinanet", "backbone_kwargs": {"out_channels": 32}},
-               "data": {"image_size": 64, "train_images": 8, "val_images": 4, "batch_size": 4},
-               "trainer": {"max_epochs": 1, "enable_progress_bar": False}, "logger": {"wandb": False},
-               "measure": {"speed": {"repeats": 1, "warmup": 0}}},
-    "variants": {"good": {"label": "Good"}, "broken": {"label": "Broken", "debug": {"fail_at_step": 0}}},
-    "table": {"metrics": ["AP"], "primary": "AP", "claims": []},
-}
-
-
 def _subparsers(parser):
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return action.choices
 
 
-def test_run_exits_non_zero_and_counts_failed_runs(install_ablation, tmp_path, capsys):
-    install_ablation("t_cli", CLI_ABLATION)
+def test_run_exits_non_zero_and_counts_failed_runs(install_ablation, good_and_broken, tmp_path, capsys):
+    install_ablation("t_cli", good_and_broken)
     runs = tmp_path / "my_runs"
     code = main(["run", "t_cli", "--scale", "smoke", "--in-process", "--runs-root", str(runs)])
     captured = capsys.readouterr()
@@ -130,17 +119,17 @@ def test_tables_of_another_store_do_not_touch_committed_reports(tmp_path, capsys
     assert before == {p: p.stat().st_mtime_ns for p in (ROOT / "reports").rglob("*") if p.is_file()}
 
 
-def test_status_prints_where_each_ablation_of_a_store_stands(install_ablation, tmp_path, capsys):
+def test_status_prints_where_each_ablation_of_a_store_stands(install_ablation, good_and_broken, tmp_path, capsys):
     """``reproduce status``: the index's status rows from the records as they are, for the ablations a store has
     records of at the scale (nothing written)."""
     from reproduce.config import resolve_run_config
     from reproduce.records import record_path, write_record
 
-    install_ablation("t_cli", CLI_ABLATION)
+    install_ablation("t_cli", good_and_broken)
     runs = tmp_path / "store"
     assert main(["status", "--scale", "smoke", "--runs-root", str(runs)]) == 0
     assert "no smoke-scale records" in capsys.readouterr().out
-    cfg = resolve_run_config({**CLI_ABLATION, "name": "t_cli"}, "good", "smoke")
+    cfg = resolve_run_config({**good_and_broken, "name": "t_cli"}, "good", "smoke")
     write_record(record_path("t_cli", "good", 0, runs), {
         "ablation": "t_cli", "variant": "good", "seed": 0, "scale": "smoke", "status": "completed", "config": cfg,
         "requested_config": cfg, "sets": [], "metrics": {"AP": 0.25}, "started": "2026-12-01T10:00:00"})

@@ -12,20 +12,9 @@ from reproduce.ablation import expand, run_ablation
 from reproduce.launchers import RunJob, executor_parameters, launcher_options, parse_minutes, run_parallel
 from reproduce.records import read_record, record_path, write_record
 
-LAUNCH_ABLATION = {
-    "title": "launcher test", "paper": "test", "seeds": 1,
-    "common": {"model": {"backbone": "resnet18_fpn", "detector": "retinanet", "backbone_kwargs": {"out_channels": 32}},
-               "data": {"image_size": 64, "train_images": 8, "val_images": 4, "batch_size": 4},
-               "trainer": {"max_epochs": 1, "enable_progress_bar": False}, "logger": {"wandb": False},
-               "measure": {"speed": {"repeats": 1, "warmup": 0}}},
-    "variants": {"good": {"label": "Good"}, "broken": {"label": "Broken", "debug": {"fail_at_step": 0}}},
-    "table": {"metrics": ["AP"], "primary": "AP", "claims": []},
-}
-
-
 @pytest.fixture()
-def launch_configs(install_ablation):
-    return install_ablation("l_abl", LAUNCH_ABLATION)
+def launch_configs(install_ablation, good_and_broken):
+    return install_ablation("l_abl", good_and_broken)
 
 
 @pytest.fixture()
