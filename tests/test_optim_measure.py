@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.optim import lr_lambda, param_groups
+from lightning_modules.optim import build_optimizer, lr_lambda, param_groups
 from reproduce.measure import count_macs, count_params, measure_latency
 
 
@@ -52,6 +52,25 @@ def test_norm_and_bias_not_decayed():
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
     decay, no_decay = param_groups(m, 1e-4)
     assert len(decay["params"]) == 2 and len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_fused_update_is_a_config_choice_off_by_default(name):
+    """``optimizer.fused`` selects torch's fused update; without it the default update runs, the one every
+    committed record was made with (the two round differently, so the choice is part of the config)."""
+    from reproduce.config import load_ablation, resolve_run_config
+
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert not build_optimizer(param_groups(m, 1e-4), {"name": name, "lr": 0.1}).defaults.get("fused")
+    opt = build_optimizer(param_groups(m, 1e-4), {"name": name, "lr": 0.1, "fused": True})
+    assert opt.defaults["fused"] is True
+    m(torch.randn(2, 3, 8, 8)).pow(2).sum().backward()
+    before = [p.detach().clone() for p in m.parameters()]
+    opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, m.parameters()))
+    cfg = resolve_run_config(load_ablation("baseline_detectors"), "retinanet", "cpu", ["optimizer.fused=true"])
+    assert cfg["optimizer"]["fused"] is True
+    assert "fused" not in resolve_run_config(load_ablation("baseline_detectors"), "retinanet", "cpu")["optimizer"]
 
 
 def test_macs_and_params_of_a_conv():
