@@ -1,7 +1,8 @@
 """Why do the records of an earlier machine sit 5-10 AP points below the same runs trained here?
 
-Eleven runs of the `cpu` scale were trained on an earlier machine and again on this one with the same config,
-code and seed; every one ends higher here. Two measurements, side by side, separate the possible causes:
+Runs of the `cpu` scale trained on an earlier machine and again on this one with the same config, code and
+seed all end higher here (20 of 20: the history table in reports/benchmarks.md). Two measurements, side by
+side, separate the possible causes:
 
 1. **History** (from git): for each run path whose history holds a completed earlier run and a current one
    of the same config, the ratio earlier / current of the val AP at every evaluation (steps 500..3000), of
