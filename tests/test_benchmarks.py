@@ -1,11 +1,11 @@
 """Benchmark helpers that need no timing: the GPU-path record table, the in-memory batches of
 train_speed, the machine line of reports/benchmarks.md, the path counts of init_gradients, the recomputed
-BatchNorm statistics of bn_stats_probe."""
+BatchNorm statistics of bn_stats_probe, the optimizer implementations of optimizer_step."""
 from types import SimpleNamespace
 
 import torch
 
-from benchmarks import _results, bn_stats_probe, gpu_path_check, init_gradients, train_speed
+from benchmarks import _results, bn_stats_probe, gpu_path_check, init_gradients, optimizer_step, train_speed
 
 
 def _record(**kw):
@@ -64,3 +64,17 @@ def test_precise_bn_statistics_are_the_plain_mean_over_the_batches():
     batches = [(torch.full((2, 1, 2, 2), float(v)), None) for v in (1.0, 3.0, 8.0)]
     assert bn_stats_probe.precise_bn(det, batches, 2) == 1  # the first 2 batches: means 1 and 3
     assert bn.running_mean.item() == 2.0 and not bn.training and torch.equal(bn.weight, weight)
+
+
+def test_optimizer_implementations_start_alike_and_leave_the_model_as_found():
+    """Each implementation's updates start from the same parameters and see the same gradients, so ``foreach``
+    (the same arithmetic batched) ends bit for bit on the default's parameters; ``fused`` only close to them."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(2, 8), torch.nn.Conv2d(8, 4, 1))
+    start = [p.detach().clone() for p in model.parameters()]
+    cfg = {"name": "adamw", "lr": 2e-3, "weight_decay": 0.05}
+    after = {impl: optimizer_step.time_updates(model, cfg, impl, steps=3)[1] for impl in optimizer_step.IMPLEMENTATIONS}
+    assert all(torch.equal(a, b) for a, b in zip(start, model.parameters()))  # restored after each
+    assert not any(torch.equal(a, b) for a, b in zip(start, after["default"]))  # the updates did move them
+    assert all(torch.equal(a, b) for a, b in zip(after["default"], after["foreach"]))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(after["default"], after["fused"]))
