@@ -32,7 +32,7 @@ from reproduce.measure import count_params  # noqa: E402
 from reproduce.train_speed import environment  # noqa: E402
 
 DEFAULT_VARIANTS = ["baseline_detectors:retinanet", "baseline_detectors:fcos", "spinenet_vs_resnet_fpn:r50_fpn",
-                    "spinenet_vs_resnet_fpn:spinenet49", "rsanet_rsam:rsam"]
+                    "spinenet_vs_resnet_fpn:spinenet49", "rsanet_rsam:rsam_on"]
 IMPLEMENTATIONS = ["default", "foreach", "fused"]
 
 
@@ -71,7 +71,10 @@ def main(argv=None) -> int:
     rows = []
     for item in args.variants:
         ablation, variant = item.split(":", 1)
-        spec = next(s for s in expand(ablation, args.scale, seeds=1) if s.variant == variant)
+        specs = {s.variant: s for s in expand(ablation, args.scale, seeds=1)}
+        if variant not in specs:
+            ap.error(f"unknown variant {variant!r} of {ablation}; valid: {', '.join(specs)}")
+        spec = specs[variant]
         opt_cfg = spec.config["optimizer"]
         torch.manual_seed(0)
         det, _ = build_detector(spec.config)

@@ -7,10 +7,11 @@ default 0, as the SpineNet / mmdetection recipes), ``warmup_epochs`` or ``warmup
 given as fractions of training; ``cosine``: to ``min_lr``; ``constant``), ``fused`` (torch's fused
 single-kernel update on CPU and CUDA instead of its default per-parameter loop on CPU; default off).
 
-``fused`` is a speed switch with a cost to replay: on one CPU thread it takes AdamW's update of 11.7 M
-parameters from 79 to 19 ms (``benchmarks/optimizer_step.py``), about a tenth of a ResNet-18-FPN step at
-the cpu scale, but it rounds differently (1e-7 after 20 steps), so a run with it does not log the losses of
-a record made without it bit for bit. It is part of the run's config, so records say which update made them.
+``fused`` is a speed switch with a cost to replay: on one CPU thread it takes AdamW's update of the
+baseline RetinaNet (13.4 M parameters) from 86 to 21 ms and SpineNet-49's (1.6 M in 487 tensors) from 33 to
+6 ms (``benchmarks/optimizer_step.py``), about a tenth of their training step at the cpu scale, but it rounds
+differently (up to 1e-7 after 20 updates), so a run with it does not log the losses of a record made without
+it bit for bit. It is part of the run's config, so records say which update made them.
 
 The schedule is a per-step ``LambdaLR`` computed from ``trainer.estimated_stepping_batches``, so the
 same config works for any data size, batch size and number of devices.
