@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from benchmarks._results import command_line, save  # noqa: E402
 from lightning_modules.detection import make_map_metric, metric_targets  # noqa: E402
-from lightning_modules.optim import build_optimizer, lr_lambda, param_groups  # noqa: E402
+from lightning_modules.optim import lr_lambda, optimizer_for  # noqa: E402
 from reproduce.config import load_ablation, resolve_run_config  # noqa: E402
 from reproduce.data import DetectionDataModule  # noqa: E402
 from reproduce.models import create_detector  # noqa: E402
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         sd = {k: v for k, v in torch.load(args.trunk_weights, map_location="cpu").items() if not k.startswith("fc.")}
         model.backbone.trunk.load_state_dict(sd)
     steps_per_epoch = len(dm.train_dataloader())
-    opt = build_optimizer(param_groups(model, float(opt_cfg.get("weight_decay", 0.0))), opt_cfg)  # the run's own
+    opt = optimizer_for(model, opt_cfg)  # the run's own
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(opt_cfg, args.steps, steps_per_epoch))
     batches = _epochs(dm.train_dataloader())
     if args.trainset_eval:

@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from benchmarks._results import command_line, save  # noqa: E402
-from lightning_modules.optim import build_optimizer, param_groups  # noqa: E402
+from lightning_modules.optim import optimizer_for  # noqa: E402
 from reproduce.ablation import expand  # noqa: E402
 from reproduce.dry_run import build_detector  # noqa: E402
 from reproduce.measure import count_params  # noqa: E402
@@ -39,12 +39,11 @@ IMPLEMENTATIONS = ["default", "foreach", "fused"]
 def time_updates(detector, opt_cfg: dict, impl: str, steps: int) -> tuple[float, list[torch.Tensor]]:
     """Median CPU seconds of ``steps`` optimizer updates (random gradients, seeded) and the parameters after."""
     start = {k: v.clone() for k, v in detector.state_dict().items()}
-    groups = param_groups(detector, float(opt_cfg.get("weight_decay", 0.0)), float(opt_cfg.get("norm_weight_decay", 0.0)))
-    opt = build_optimizer(groups, {**opt_cfg, "fused": impl == "fused"})  # ``optimizer.fused``, as a run sets it
+    opt = optimizer_for(detector, {**opt_cfg, "fused": impl == "fused"})  # ``optimizer.fused``, as a run sets it
     if impl == "foreach":  # no config key: torch reads it from the groups at every step
         for g in opt.param_groups:
             g["foreach"] = True
-    params = [p for g in groups for p in g["params"]]
+    params = [p for g in opt.param_groups for p in g["params"]]
     gen = torch.Generator().manual_seed(1)
     times = []
     for _ in range(steps):

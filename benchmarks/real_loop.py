@@ -44,7 +44,7 @@ from reproduce.train_speed import environment  # noqa: E402
 
 def plain_loop(cfg: dict, steps: int, warmup: int) -> dict:
     """Median step time of the run's model and optimizer on in-memory batches of the run's data."""
-    from lightning_modules.optim import build_optimizer, param_groups
+    from lightning_modules.optim import optimizer_for
     from reproduce.data import DetectionDataModule
     from reproduce.models import create_detector
 
@@ -62,7 +62,7 @@ def plain_loop(cfg: dict, steps: int, warmup: int) -> dict:
 
         det = use_channels_last(det)
     opt_cfg = cfg["optimizer"]
-    opt = build_optimizer(param_groups(det, float(opt_cfg.get("weight_decay", 0.0))), opt_cfg)  # the run's own
+    opt = optimizer_for(det, opt_cfg)  # the run's own
     clip = (cfg.get("trainer") or {}).get("gradient_clip_val")
     times = []
     for images, targets in batches:

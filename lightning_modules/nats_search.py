@@ -37,7 +37,7 @@ from reproduce.data.datamodule import collate
 from reproduce.models import create_detector, nats
 
 from .detection import DetectionModule, DivergedError
-from .optim import build_optimizer, lr_lambda, param_groups
+from .optim import build_optimizer, config_param_groups, lr_lambda
 
 # DARTS's architecture optimizer (Liu et al. 2019, train_search.py) [3rd]; NATS's is not available.
 ARCH_OPTIMIZER = {"lr": 3.0e-4, "weight_decay": 1.0e-3, "betas": (0.5, 0.999)}
@@ -172,8 +172,7 @@ class NATSSearchModule(pl.LightningModule):
         cfg = self.hparams.optimizer
         arch = nats.arch_parameters(self.detector)
         arch_ids = {id(p) for p in arch}
-        groups = param_groups(self.detector, float(cfg.get("weight_decay", 1e-4)),
-                              float(cfg.get("norm_weight_decay", 0.0)))
+        groups = config_param_groups(self.detector, cfg)
         groups = [{**g, "params": [p for p in g["params"] if id(p) not in arch_ids]} for g in groups]
         w_opt = build_optimizer(groups, cfg)
         a = self.arch_optimizer_cfg

@@ -90,10 +90,20 @@ def lr_lambda(cfg: dict, total_steps: int, steps_per_epoch: int):
     return f
 
 
+def config_param_groups(model: nn.Module, cfg: dict) -> list[dict]:
+    """:func:`param_groups` with the weight decays of an ``optimizer:`` config (defaults 1e-4 and 0)."""
+    return param_groups(model, float(cfg.get("weight_decay", 1e-4)), float(cfg.get("norm_weight_decay", 0.0)))
+
+
+def optimizer_for(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    """The optimizer a run trains ``model`` with under the ``optimizer:`` config ``cfg`` (benchmarks and probes
+    build theirs here too, so they time and train the run's own)."""
+    return build_optimizer(config_param_groups(model, cfg), cfg)
+
+
 def configure(module, model: nn.Module, cfg: dict):
     """``configure_optimizers`` body for a LightningModule: optimizer + per-step scheduler."""
-    opt = build_optimizer(param_groups(model, float(cfg.get("weight_decay", 1e-4)),
-                                       float(cfg.get("norm_weight_decay", 0.0))), cfg)
+    opt = optimizer_for(model, cfg)
     total = int(module.trainer.estimated_stepping_batches)
     epochs = max(1, int(module.trainer.max_epochs or 1))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total, max(1, total // epochs)))
