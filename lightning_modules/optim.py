@@ -51,14 +51,14 @@ def param_groups(model: nn.Module, weight_decay: float, norm_weight_decay: float
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     name = cfg.get("name", "sgd").lower()
     lr = float(cfg["lr"])
-    impl = {"fused": True} if cfg.get("fused") else {}  # torch's default otherwise (per-parameter on CPU)
+    fused = True if cfg.get("fused") else None  # None: torch's default (a per-parameter loop on CPU)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)),
-                               nesterov=bool(cfg.get("nesterov", False)), **impl)
+                               nesterov=bool(cfg.get("nesterov", False)), fused=fused)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))), **impl)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))), fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))), **impl)
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))), fused=fused)
     raise ValueError(f"unknown optimizer {name!r}; valid: sgd, adam, adamw")
 
 
