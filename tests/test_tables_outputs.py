@@ -269,6 +269,33 @@ def test_cost_note_from_the_current_records_cpu_time(tables):
     assert run_cpu_s({**one, "hardware": {"threads": 1, "cuda": True}}) is None
 
 
+def test_cost_is_held_against_the_scales_budget(tables, install_ablation, runs_root):
+    """A scale's ``measure.budget`` (cpu: a run <= 15 min, an ablation <= 4 h on 2 cores) is checked in the table
+    and the status row: the median run and the whole ablation (mean run x planned runs + recorded preparation
+    steps, two at once) are each said within or over it; a scale without a budget says nothing of it."""
+    from reproduce.tables.status import status_line
+
+    assert "Against the scale's budget" not in tables[0]["t_out.md"].read_text()  # smoke sets none
+    spec = {**SPEC, "scales": {"smoke": {"measure": {"budget": {"run_minutes": 1, "ablation_hours": 0.1}}}}}
+    cfg_dir = install_ablation("t_budget", spec)
+    abl = {**spec, "name": "t_budget"}
+    for variant in ("a", "b"):
+        rec = {**_record(abl, variant, 0, 0.3, 10.0, 1), "ablation": "t_budget"}
+        rec["prepare"] = [{"kind": "nats_search", "record": "runs/_prepare/s/record.json", "wall_time_s": 600.0}]
+        write_record(record_path("t_budget", variant, 0, runs_root), rec)
+    md = write_ablation_tables("t_budget", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
+    # 10 planned runs (5 variants x 2 seeds) x 1.5 min + one 10-min search, halved: 0.21 h
+    assert ("Against the scale's budget (`measure.budget`: a run <= 1 min, an ablation <= 0.1 h on 2 idle cores): "
+            "the median run is over it (1.5x) at 1.5 min; the whole ablation (10 planned runs at the mean run and the "
+            "1 preparation step(s) recorded (10 min), two at once) over it (2.1x) at 0.2 h") in md
+    assert status_line("t_budget", "smoke", runs_root)[4] == "1.5 (run over 1; ablation ~0.2 h, over 0.1)"
+    spec["scales"]["smoke"]["measure"]["budget"] = {"run_minutes": 2, "ablation_hours": 1}
+    install_ablation("t_budget", spec)
+    md = write_ablation_tables("t_budget", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
+    assert "the median run is within it at 1.5 min" in md and "two at once) within it at 0.2 h." in md
+    assert status_line("t_budget", "smoke", runs_root)[4] == "1.5"
+
+
 def test_seeds_prepared_by_different_searches_are_flagged(install_ablation, runs_root):
     """A search that is not per seed gives every seed of its row one network; a row whose runs read different
     search records (a search redone or resumed) trained different networks under one label, and says so."""

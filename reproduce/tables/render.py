@@ -9,7 +9,7 @@ import statistics
 
 from ..config import resolve_scale
 from .cells import TAG_TEXT, build_rows, fps_cell, links_cell, tag_marker
-from .summary import run_cpu_minutes
+from .summary import cost_against_budget, run_cpu_minutes
 from .verdicts import verdicts
 
 
@@ -69,7 +69,27 @@ def cost_note(summary: dict) -> str | None:
             f"{len(records)}), {total_h / 2:.1f} h on 2 idle cores running two at once (preparation steps not "
             "included: see their cost columns)" + (f"; {n_shared} of the runs are shared with another ablation "
                                                   "(trained once there: the table alone costs this much, the suite "
-                                                  "less)." if n_shared else "."))
+                                                  "less)." if n_shared else ".") + budget_note(summary))
+
+
+def budget_note(summary: dict) -> str:
+    """The cost held against the scale's budget (:func:`cost_against_budget`), said in the table itself: which
+    of the two limits the runs keep and by how much the others miss."""
+    b = cost_against_budget(summary)
+    if not b:
+        return ""
+
+    def verdict(value: float, limit: float, unit: str) -> str:
+        return (f"over it ({value / limit:.1f}x)" if value > limit else "within it") + f" at {value:.1f} {unit}"
+
+    steps = (f" and the {b['steps']} preparation step(s) recorded ({b['steps_minutes']:.0f} min)"
+             if b["steps"] else "")
+    return (f" Against the scale's budget (`measure.budget`: a run <= {b['run_budget']:g} min, an ablation <= "
+            f"{b['ablation_budget']:g} h on 2 idle cores): the median run is "
+            f"{verdict(b['run_minutes'], b['run_budget'], 'min')}; the whole ablation ({b['planned']} planned runs at "
+            f"the mean run{steps}, two at once) {verdict(b['ablation_hours'], b['ablation_budget'], 'h')}"
+            + (" (where a run's CPU goes and the levers measured: reports/benchmarks.md)." if b["run_over"]
+               or b["ablation_over"] else "."))
 
 
 def _row_notes(summary: dict) -> list[str]:

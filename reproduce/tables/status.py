@@ -13,7 +13,7 @@ from collections import Counter
 
 from ..config import list_ablations
 from ..records import UNREADABLE, is_stale
-from .summary import eval_set_groups, run_cpu_minutes, summarize
+from .summary import cost_against_budget, eval_set_groups, run_cpu_minutes, summarize
 from .verdicts import OUTCOMES, WEAK_REGIME_AP, judge_claims, reference_variants
 
 HEADER = ["Ablation", "Runs done / planned", "Reference row (COCO AP x 100)", "Paper claims", "Median run (CPU min)",
@@ -90,7 +90,20 @@ def status_line(name: str, scale: str = "cpu", runs_root=None) -> list[str]:
     s = summarize(name, scale, runs_root, sizes=False)
     cpu = run_cpu_minutes(s)
     return [f"[{name}]({name}.md)", _runs_cell(s, int(s["ablation"].get("seeds", 3))), _reference_cell(s),
-            _claims_cell(s), f"{statistics.median(cpu):.1f}" if cpu else "-", _started_cell(s)]
+            _claims_cell(s), _cost_cell(s, cpu), _started_cell(s)]
+
+
+def _cost_cell(summary: dict, cpu: list[float]) -> str:
+    """The median run's CPU minutes, and where the scale sets a budget, the limits it misses (run, ablation)."""
+    if not cpu:
+        return "-"
+    b = cost_against_budget(summary) or {}
+    over = []
+    if b.get("run_over"):
+        over.append(f"run over {b['run_budget']:g}")
+    if b.get("ablation_over"):
+        over.append(f"ablation ~{b['ablation_hours']:.1f} h, over {b['ablation_budget']:g}")
+    return f"{statistics.median(cpu):.1f}" + (f" ({'; '.join(over)})" if over else "")
 
 
 def status_table(scale: str = "cpu", runs_root=None, names: list[str] | None = None) -> list[str]:
@@ -101,7 +114,8 @@ def status_table(scale: str = "cpu", runs_root=None, names: list[str] | None = N
              f"is calibrated on; below AP {WEAK_REGIME_AP * 100:.0f} every verdict of the table is weak. "
              "Paper claims: each claim's verdict in the table (weak: the gap is within 2x the seed or run-to-run "
              "spread, or a compared row never left early learning). Median run: CPU minutes of one 1-thread run "
-             "(about its wall time on an idle core). Runs "
+             "(about its wall time on an idle core), and which limit of the scale's `measure.budget` the runs miss "
+             "(the whole ablation estimated as in its table's cost note). Runs "
              "started: the first and last day a counted run began.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(status_line(n, scale, runs_root)) + " |" for n in names or list_ablations()]

@@ -54,6 +54,29 @@ def run_cpu_minutes(summary: dict) -> list[float]:
     return sorted(c / 60 for c in map(run_cpu_s, records) if c is not None)
 
 
+def cost_against_budget(summary: dict) -> dict | None:
+    """The table's cost held against its scale's ``measure.budget`` (a run <= ``run_minutes``, the whole
+    ablation <= ``ablation_hours`` on 2 idle cores running two 1-thread runs at once): the median run's CPU
+    minutes (:func:`run_cpu_minutes`), and the whole ablation estimated as the mean run x its planned runs
+    (variants x seeds) plus the preparation steps its runs recorded (each distinct step once, wall time),
+    halved for the two cores. None when the scale sets no budget or no run measured its CPU time."""
+    budget = (resolve_scale(summary["ablation"], summary["scale"]).get("measure") or {}).get("budget")
+    cpu = run_cpu_minutes(summary)
+    if not budget or not cpu:
+        return None
+    planned = len(summary["rows"]) * int(summary["ablation"].get("seeds", 3))
+    steps = {str(step.get("record")): step["wall_time_s"] / 60
+             for r in summary["rows"] for rec in r.get("done_records") or []
+             for step in rec.get("prepare") or []
+             if step.get("wall_time_s") is not None and step.get("searched", True)}
+    hours = (statistics.fmean(cpu) * planned + sum(steps.values())) / 60 / 2
+    run = statistics.median(cpu)
+    return {"run_minutes": run, "run_budget": float(budget["run_minutes"]),
+            "run_over": run > budget["run_minutes"], "planned": planned, "steps": len(steps),
+            "steps_minutes": sum(steps.values()), "ablation_hours": hours,
+            "ablation_budget": float(budget["ablation_hours"]), "ablation_over": hours > budget["ablation_hours"]}
+
+
 def mean_std(vals: list[float]) -> tuple[float, float]:
     if not vals:
         return math.nan, math.nan
