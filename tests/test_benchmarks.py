@@ -1,11 +1,14 @@
 """Benchmark helpers that need no timing: the GPU-path record table, the in-memory batches of
 train_speed, the machine line of reports/benchmarks.md, the path counts of init_gradients, the recomputed
-BatchNorm statistics of bn_stats_probe, the optimizer implementations of optimizer_step."""
+BatchNorm statistics of bn_stats_probe, the optimizer implementations of optimizer_step, the parts of a
+sampling profile of run_profile."""
+import gzip
 from types import SimpleNamespace
 
+import pytest
 import torch
 
-from benchmarks import _results, bn_stats_probe, gpu_path_check, init_gradients, optimizer_step, train_speed
+from benchmarks import _results, bn_stats_probe, gpu_path_check, init_gradients, optimizer_step, run_profile, train_speed
 
 
 def _record(**kw):
@@ -78,3 +81,24 @@ def test_optimizer_implementations_start_alike_and_leave_the_model_as_found():
     assert not any(torch.equal(a, b) for a, b in zip(start, after["default"]))  # the updates did move them
     assert all(torch.equal(a, b) for a, b in zip(after["default"], after["foreach"]))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(after["default"], after["fused"]))
+
+
+def test_profile_samples_go_to_the_part_of_the_step_they_were_taken_in(tmp_path):
+    """The forward and backward passes run inside the optimizer's closure: their samples, whose stacks also hold
+    ``Adam.step``, count as forward / backward, only the update's own frames as the update."""
+    step = "main (reproduce/cli.py:1);Adam.step (torch/optim/adam.py:2);Closure.closure (x.py:3)"
+    lines = [f"{step};Tensor.backward (torch/_tensor.py:4);_engine_run_backward (torch/autograd/graph.py:5) 7",
+             f"{step};DetectionModule.training_step (lightning_modules/detection.py:6);conv (c.py:7) 5",
+             "main (reproduce/cli.py:1);Adam.step (torch/optim/adam.py:2);_single_tensor_adam (torch/optim/adam.py:8) 3",
+             "main (reproduce/cli.py:1);_DataFetcher.__next__ (l.py:9);_next_data (d.py:10) 2",
+             "main (reproduce/cli.py:1);Trainer._run (t.py:11) 1"]
+    path = tmp_path / "prof.txt.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    parts = run_profile.split(run_profile.read_raw(path))
+    assert parts == {"backward": 7, "forward and loss": 5, "optimizer update": 3, "data loading": 2,
+                     run_profile.OTHER: 1}
+    bad = tmp_path / "bad.txt"
+    bad.write_text(lines[0] + "\nnot a profile line\n")
+    with pytest.raises(ValueError, match="bad.txt, line 2: not py-spy raw format"):
+        run_profile.read_raw(bad)
