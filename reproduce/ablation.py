@@ -198,6 +198,9 @@ def run_ablation(name: str, scale: str = "cpu", seeds: int | list[int] | None = 
     if dry_run:
         from .dry_run import describe_runs
 
+        note = (load_ablation(name).get("scale_note") or {}).get(scale)
+        if note and pending:  # what the scale takes from the paper and what it chose (hypothesis), before the runs
+            log(f"Scale note ({name}, `{scale}`): {' '.join(note.split())}")
         describe_runs(pending, log=log, **(dry_run_opts or {}))
         return results
     root = str(runs_root) if runs_root else None

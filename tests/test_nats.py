@@ -233,5 +233,6 @@ def test_nats_tables_show_fps_against_the_original_row():
         rel = table["fps_relative_to"]
         assert rel and all(v.startswith("retinanet_nats") or v.startswith("faster_rcnn_nats") for v in rel)
         assert all(ref.endswith("_original") for ref in rel.values())
-    notes = " ".join(load_ablation("nats_transformation")["table"]["footnotes"])
-    assert "Equal FLOPs need not be equal speed" in notes and "in brackets" in notes
+    for name in ("nats_transformation", "nats_groups"):
+        notes = " ".join(load_ablation(name)["table"]["footnotes"])
+        assert "Equal FLOPs need not be equal speed" in notes and "in brackets" in notes, name

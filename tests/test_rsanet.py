@@ -159,3 +159,22 @@ def test_fpn_groups_validation():
         create_backbone("lcnet_rsafpn", rsam=True, fpn_groups=[2, 2])
     with pytest.raises(ValueError, match="must divide"):
         create_backbone("lcnet_rsafpn", rsam=False, fpn_groups=[3, 2])
+
+
+def test_paper_scale_choices_without_a_source_are_marked_hypothesis(tmp_path):
+    """Issue 16 item 9: the RSANet paper scales' unsourced choices (training set, jitter, epochs, precision) are
+    marked [hypothesis] in the scale note the table prints, and a dry run prints that note before the runs."""
+    from reproduce.ablation import run_ablation
+    from reproduce.config import load_ablation
+
+    for name in ("rsanet_rsam", "rsanet_ccm_ratio"):
+        notes = load_ablation(name)["scale_note"]
+        for scale, unsourced in (("paper", ["VOC 2007+2012 trainval", "0.75-1.33", "300 epochs", "16-mixed"]),
+                                 ("paper_coco", ["train2017", "val2017", "0.75-1.33", "300 epochs", "16-mixed"])):
+            hypotheses = notes[scale].split("[hypothesis]", 1)[1]
+            assert all(u in hypotheses for u in unsourced), (name, scale)
+    assert "VOC07_mAP50_11pt" in load_ablation("rsanet_rsam")["scale_note"]["paper"]
+    lines = []
+    run_ablation("rsanet_rsam", "paper", variants=["rsam_on"], runs_root=tmp_path, dry_run=True, log=lines.append)
+    assert lines[0].startswith("Scale note (rsanet_rsam, `paper`): VOC 2007 test at 416 x 416")
+    assert "[hypothesis]" in lines[0]

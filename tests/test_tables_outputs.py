@@ -296,6 +296,27 @@ def test_cost_is_held_against_the_scales_budget(tables, install_ablation, runs_r
     assert status_line("t_budget", "smoke", runs_root)[4] == "1.5"
 
 
+def test_voc_runs_show_voc07_map_beside_coco_ap(tables, install_ablation, runs_root):
+    """Issue 16 item 9: a table of VOC runs has the VOC07 mAP@0.5 (11-point) and area mAP@0.5 columns beside COCO
+    AP and names both definitions; a table of runs without them has neither column."""
+    assert "VOC07" not in tables[0]["t_out.md"].read_text()  # COCO-style runs: no VOC column
+    cfg_dir = install_ablation("t_voc", SPEC)
+    abl = {**SPEC, "name": "t_voc"}
+    for seed, voc07 in enumerate([0.61, 0.65]):
+        rec = {**_record(abl, "a", seed, 0.3, 10.0, 1), "ablation": "t_voc"}
+        rec["metrics"] = {**rec["metrics"], "VOC07_mAP50_11pt": voc07, "VOC_mAP50_area": voc07 + 0.02}
+        write_record(record_path("t_voc", "a", seed, runs_root), rec)
+    paths = {p.name: p for p in write_ablation_tables("t_voc", runs_root=runs_root, reports=cfg_dir.parent / "reports")}
+    md = paths["t_voc.md"].read_text()
+    header = next(ln for ln in md.splitlines() if ln.startswith("| Variant"))
+    assert "| AP50 | VOC07_mAP50_11pt | VOC_mAP50_area |" in header
+    row = next(ln for ln in md.splitlines() if ln.startswith("| A |"))
+    assert row.startswith("| A | 30.0 ± 0.0 (n=2) | – | 60.0 | 63.0 | 65.0 |")
+    assert "VOC07_mAP50_11pt: the VOC2007 devkit's 11-point interpolated AP at IoU 0.5" in md
+    summary = next(csv.DictReader(io.StringIO(paths["t_voc.csv"].read_text())))
+    assert float(summary["VOC07_mAP50_11pt_mean"]) == pytest.approx(63.0)
+
+
 def test_seeds_prepared_by_different_searches_are_flagged(install_ablation, runs_root):
     """A search that is not per seed gives every seed of its row one network; a row whose runs read different
     search records (a search redone or resumed) trained different networks under one label, and says so."""

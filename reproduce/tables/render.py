@@ -8,6 +8,7 @@ import shlex
 import statistics
 
 from ..config import resolve_scale
+from ..metrics import VOC_KEYS
 from .cells import TAG_TEXT, build_rows, fps_cell, links_cell, tag_marker
 from .summary import cost_against_budget, run_cpu_minutes
 from .verdicts import verdicts
@@ -161,8 +162,12 @@ def render_markdown(summary: dict) -> str:
              "prepared or waited for, whose cost has its own column; a resumed run counts its earlier attempts up to "
              "the checkpoint it resumed from, and one whose earlier time is unknown is left out: 'k of n runs'), "
              "on a machine that may be shared."]
+    if any(k in summary["metrics"] for k in VOC_KEYS):
+        notes.append("VOC07_mAP50_11pt: the VOC2007 devkit's 11-point interpolated AP at IoU 0.5 (difficult objects "
+                     "ignored), the metric VOC papers report; VOC_mAP50_area: the area under the interpolated "
+                     "precision-recall curve (the VOC2010+ definition); both x 100, means over seeds.")
     if abl.get("scale_note", {}).get(scale):
-        notes.append("Scale-down: " + abl["scale_note"][scale].strip())
+        notes.append(f"Scale note (`{scale}`): " + abl["scale_note"][scale].strip())
     for t in sorted(set(tags)):
         mk = tag_marker(t)
         notes.append(f"{mk or '(no marker)'} {t}: {TAG_TEXT.get(t.split(',')[0].strip().lower(), t)}" +

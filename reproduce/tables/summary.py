@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from ..config import ROOT, load_ablation, resolve_run_config, resolve_scale
+from ..metrics import VOC_KEYS
 from ..records import UNREADABLE, config_changes, load_records, recorded_eval_set, session_of
 
 
@@ -264,7 +265,10 @@ def summarize(ablation: str, scale: str, runs_root=None, sizes: bool = True) -> 
                                 and r["status"] != UNREADABLE], drift)
         recs += cur
         stale_recs += old
-    metrics = abl.get("table", {}).get("metrics", ["AP", "AP50", "AP75", "APs", "APm", "APl"])
+    metrics = list(abl.get("table", {}).get("metrics", ["AP", "AP50", "AP75", "APs", "APm", "APl"]))
+    # a VOC run records the metric VOC papers report (VOC07 mAP@0.5) beside COCO AP: its columns join the table
+    metrics += [k for k in VOC_KEYS if k not in metrics
+                and any(k in (r.get("metrics") or {}) for r in recs if r.get("status") == "completed")]
     primary = abl.get("table", {}).get("primary", "AP")
     side = session_of(recs)  # one side-by-side speed measurement of the completed runs, if any
     by_variant = {v: [r for r in recs if r.get("variant") == v and r.get("status") == "completed"] for v in abl["variants"]}
