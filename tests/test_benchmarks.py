@@ -1,14 +1,15 @@
 """Benchmark helpers that need no timing: the GPU-path record table, the in-memory batches of
 train_speed, the machine line of reports/benchmarks.md, the path counts of init_gradients, the recomputed
 BatchNorm statistics of bn_stats_probe, the optimizer implementations of optimizer_step, the parts of a
-sampling profile of run_profile."""
+sampling profile of run_profile, the rows of record_pair."""
 import gzip
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from benchmarks import _results, bn_stats_probe, gpu_path_check, init_gradients, optimizer_step, run_profile, train_speed
+from benchmarks import (_results, bn_stats_probe, gpu_path_check, init_gradients, optimizer_step, record_pair, run_profile,
+                        train_speed)
 
 
 def _record(**kw):
@@ -102,3 +103,24 @@ def test_profile_samples_go_to_the_part_of_the_step_they_were_taken_in(tmp_path)
     bad.write_text(lines[0] + "\nnot a profile line\n")
     with pytest.raises(ValueError, match="bad.txt, line 2: not py-spy raw format"):
         run_profile.read_raw(bad)
+
+
+def test_record_pair_rows_compare_whole_runs_from_their_records(tmp_path):
+    import json
+
+    def rec(path, cpu, ap, sets):
+        path.write_text(json.dumps(_record(scale="cpu", sets=sets, cpu_time_s=cpu, metrics={"AP": ap},
+                                           heldout_metrics={"AP": ap - 0.01}, hardware={"threads": 1},
+                                           curve=[{"epoch": 1, "AP": ap / 2}, {"epoch": 2, "AP": ap}])))
+        return path
+
+    a, b = rec(tmp_path / "a.json", 1920.0, 0.585, []), rec(tmp_path / "b.json", 1632.0, 0.544, ["optimizer.fused=true"])
+    first = record_pair.row(a, None)
+    other = record_pair.row(b, json.loads(a.read_text()))
+    assert (first["--set"], first["AP"], first["AP held-out"], first["CPU min"], first["CPU vs first"]) == (
+        "(none)", "58.5", "57.5", "32.0", "1.00")
+    assert (other["--set"], other["AP per evaluation"], other["CPU min"], other["CPU vs first"]) == (
+        "optimizer.fused=true", "27.2 / 54.4", "27.2", "0.85")
+    (tmp_path / "c.json").write_text(json.dumps(_record(status="failed")))
+    with pytest.raises(SystemExit, match="not a completed run record"):
+        record_pair.row(tmp_path / "c.json", None)
