@@ -23,7 +23,8 @@ import pytorch_lightning as pl
 import torch
 
 from reproduce.gpu_path import compile_parts, set_matmul_precision, use_channels_last
-from reproduce.metrics import METRIC_KEYS, VOCMeanAP, make_map_metric, metric_targets  # noqa: F401 (re-exported)
+from reproduce.metric_names import METRIC_KEYS  # noqa: F401 (re-exported)
+from reproduce.metrics import VOCMeanAP, make_map_metric, metric_targets  # noqa: F401 (re-exported)
 from reproduce.models import create_detector
 
 from .optim import configure

@@ -30,12 +30,9 @@ from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
 from torchmetrics.utilities import dim_zero_cat
 
-METRIC_KEYS = {"map": "AP", "map_50": "AP50", "map_75": "AP75", "map_small": "APs", "map_medium": "APm",
-               "map_large": "APl", "mar_100": "AR100"}
 # pycocotools Params.setDetParams, in float64
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True).tolist()
 COCO_REC_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True).tolist()
-VOC_KEYS = ("VOC07_mAP50_11pt", "VOC_mAP50_area")
 
 
 def make_map_metric() -> MeanAveragePrecision:

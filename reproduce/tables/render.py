@@ -8,7 +8,7 @@ import shlex
 import statistics
 
 from ..config import resolve_scale
-from ..metrics import VOC_KEYS
+from ..metric_names import VOC_KEYS
 from .cells import TAG_TEXT, build_rows, fps_cell, links_cell, tag_marker
 from .summary import cost_against_budget, run_cpu_minutes
 from .verdicts import verdicts

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from ..config import ROOT, load_ablation, resolve_run_config, resolve_scale
-from ..metrics import VOC_KEYS
+from ..metric_names import VOC_KEYS
 from ..records import UNREADABLE, config_changes, load_records, recorded_eval_set, session_of
 
 
