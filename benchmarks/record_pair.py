@@ -31,11 +31,16 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def row(path: Path, first: dict | None) -> dict:
-    """One record's row; ``first``: the first record (the reference of the CPU ratio), None for itself."""
+def completed(path: Path) -> dict:
     rec = read_record(path)
     if rec is None or rec.get("status") != "completed":
         raise SystemExit(f"{path}: not a completed run record")
+    return rec
+
+
+def row(path: Path, first: dict | None) -> dict:
+    """One record's row; ``first``: the first record (the reference of the CPU ratio), None for itself."""
+    rec = completed(path)
     ref = first or rec
     cpu, ref_cpu = rec.get("cpu_time_s"), ref.get("cpu_time_s")
     curve = " / ".join(f"{p['AP'] * 100:.1f}" for p in rec.get("curve") or [] if p.get("AP") is not None)
@@ -57,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-as", default="record_pair")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
-    first = read_record(args.records[0])
-    rows = [row(args.records[0], None)] + [row(p, first) for p in args.records[1:]]
+    first = completed(args.records[0])
+    rows = [row(p, first) for p in args.records]
     for r in rows:
         print(" | ".join(str(v) for v in r.values()))
     out = {"title": "Whole runs side by side, from their records", "command": command_line(),

@@ -10,9 +10,9 @@ single-kernel update on CPU and CUDA instead of its default per-parameter loop o
 ``fused`` is a speed switch with a cost to replay: on one CPU thread it takes AdamW's update of the
 baseline RetinaNet (13.4 M parameters) from 86 to 21 ms and SpineNet-49's (1.6 M in 487 tensors) from 33 to
 6 ms (``benchmarks/optimizer_step.py``; a whole baseline RetinaNet run: 0.81-0.85x the CPU time,
-``benchmarks/record_pair.py``), but it rounds
-differently (up to 1e-7 after 20 updates), so a run with it does not log the losses of a record made without
-it bit for bit. It is part of the run's config, so records say which update made them.
+``benchmarks/record_pair.py``), but it rounds differently (up to 1e-7 after 20 updates), so a run with it
+does not log the losses of a record made without it bit for bit. It is part of the run's config, so records
+say which update made them.
 
 The schedule is a per-step ``LambdaLR`` computed from ``trainer.estimated_stepping_batches``, so the
 same config works for any data size, batch size and number of devices.

@@ -88,13 +88,13 @@ def _started_cell(summary: dict) -> str:
 def status_line(name: str, scale: str = "cpu", runs_root=None) -> list[str]:
     """The cells of ``name``'s status row at ``scale`` (see :data:`HEADER`)."""
     s = summarize(name, scale, runs_root, sizes=False)
-    cpu = run_cpu_minutes(s)
     return [f"[{name}]({name}.md)", _runs_cell(s, int(s["ablation"].get("seeds", 3))), _reference_cell(s),
-            _claims_cell(s), _cost_cell(s, cpu), _started_cell(s)]
+            _claims_cell(s), _cost_cell(s), _started_cell(s)]
 
 
-def _cost_cell(summary: dict, cpu: list[float]) -> str:
+def _cost_cell(summary: dict) -> str:
     """The median run's CPU minutes, and where the scale sets a budget, the limits it misses (run, ablation)."""
+    cpu = run_cpu_minutes(summary)
     if not cpu:
         return "-"
     b = cost_against_budget(summary) or {}

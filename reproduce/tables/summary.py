@@ -66,10 +66,8 @@ def cost_against_budget(summary: dict) -> dict | None:
     if not budget or not cpu:
         return None
     planned = len(summary["rows"]) * int(summary["ablation"].get("seeds", 3))
-    steps = {str(step.get("record")): step["wall_time_s"] / 60
-             for r in summary["rows"] for rec in r.get("done_records") or []
-             for step in rec.get("prepare") or []
-             if step.get("wall_time_s") is not None and step.get("searched", True)}
+    steps = {record: minutes for r in summary["rows"] for per_kind in (r.get("prepare_costs") or {}).values()
+             for record, minutes in per_kind.items()}
     hours = (statistics.fmean(cpu) * planned + sum(steps.values())) / 60 / 2
     run = statistics.median(cpu)
     return {"run_minutes": run, "run_budget": float(budget["run_minutes"]),
@@ -325,6 +323,7 @@ def summarize(ablation: str, scale: str, runs_root=None, sizes: bool = True) -> 
                     costs.setdefault(step["kind"], {})[str(step.get("record"))] = step["wall_time_s"] / 60
                     if step.get("epochs") is not None:
                         epochs.setdefault(step["kind"], set()).add(step["epochs"])
+        row["prepare_costs"] = costs  # kind -> {step record: wall minutes}
         row["prepare_min"] = {k: statistics.fmean(v.values()) for k, v in costs.items()}
         row["prepare_epochs"] = {k: sorted(v) for k, v in epochs.items()}
         wall = [w for w in map(detection_wall_s, done) if w is not None]
