@@ -294,6 +294,11 @@ def test_cost_is_held_against_the_scales_budget(tables, install_ablation, runs_r
     md = write_ablation_tables("t_budget", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
     assert "the median run is within it at 1.5 min" in md and "two at once) within it at 0.2 h." in md
     assert status_line("t_budget", "smoke", runs_root)[4] == "1.5"
+    spec["scales"]["smoke"]["measure"]["budget"] = {"run_minutes": 1.48, "ablation_hours": 0.2}  # just over both
+    install_ablation("t_budget", spec)
+    md = write_ablation_tables("t_budget", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
+    assert "the median run is over it (1.01x) at 1.50 min" in md and "two at once) over it (1.04x) at 0.21 h" in md
+    assert status_line("t_budget", "smoke", runs_root)[4] == "1.5 (run over 1.48; ablation ~0.21 h, over 0.2)"
 
 
 def test_voc_runs_show_voc07_map_beside_coco_ap(tables, install_ablation, runs_root):

@@ -81,7 +81,9 @@ def budget_note(summary: dict) -> str:
         return ""
 
     def verdict(value: float, limit: float, unit: str) -> str:
-        return (f"over it ({value / limit:.1f}x)" if value > limit else "within it") + f" at {value:.1f} {unit}"
+        digits = 2 if abs(value / limit - 1) < 0.05 else 1  # near the limit: enough digits to show the side
+        side = f"over it ({value / limit:.{digits}f}x)" if value > limit else "within it"
+        return f"{side} at {value:.{digits}f} {unit}"
 
     steps = (f" and the {b['steps']} preparation step(s) recorded ({b['steps_minutes']:.0f} min)"
              if b["steps"] else "")

@@ -102,7 +102,8 @@ def _cost_cell(summary: dict) -> str:
     if b.get("run_over"):
         over.append(f"run over {b['run_budget']:g}")
     if b.get("ablation_over"):
-        over.append(f"ablation ~{b['ablation_hours']:.1f} h, over {b['ablation_budget']:g}")
+        digits = 2 if b["ablation_hours"] / b["ablation_budget"] < 1.05 else 1  # enough digits to show the side
+        over.append(f"ablation ~{b['ablation_hours']:.{digits}f} h, over {b['ablation_budget']:g}")
     return f"{statistics.median(cpu):.1f}" + (f" ({'; '.join(over)})" if over else "")
 
 
