@@ -1,6 +1,7 @@
 """W&B and CSV logging of a run: unique names, grouping keys in the run config, one W&B run across the
 attempts of a resumed run, and the earlier attempts' CSV rows kept."""
 import csv
+import re
 
 import pytest
 
@@ -80,7 +81,9 @@ def test_a_resumed_run_continues_its_wandb_run_and_csv(install_ablation, runs_ro
     assert done["status"] == "completed" and done["resumed_from"]
     assert done["wandb"]["id"] == first["wandb"]["id"]
     offline = sorted((path.parent / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2 and all(p.name.endswith(first["wandb"]["id"]) for p in offline)
+    # offline-run-<time>-<id>; wandb appends "-1" when both attempts start within one second
+    assert len(offline) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{first['wandb']['id']}(-\d+)?", p.name)
+                                     for p in offline), [p.name for p in offline]
     rows = _rows(path.parent / "csv" / "metrics.csv")
     val_epochs = [r["epoch"] for r in rows if r.get("val/AP")]
     assert val_epochs == ["0", "1"]  # epoch 1's validation row comes from the first attempt
