@@ -10,7 +10,7 @@ import statistics
 from ..config import resolve_scale
 from ..metric_names import VOC_KEYS
 from .cells import TAG_TEXT, build_rows, fps_cell, links_cell, tag_marker
-from .summary import cost_against_budget, run_cpu_minutes
+from .summary import budget_digits, cost_against_budget, run_cpu_minutes
 from .verdicts import verdicts
 
 
@@ -81,7 +81,7 @@ def budget_note(summary: dict) -> str:
         return ""
 
     def verdict(value: float, limit: float, unit: str) -> str:
-        digits = 2 if abs(value / limit - 1) < 0.05 else 1  # near the limit: enough digits to show the side
+        digits = budget_digits(value, limit)
         side = f"over it ({value / limit:.{digits}f}x)" if value > limit else "within it"
         return f"{side} at {value:.{digits}f} {unit}"
 

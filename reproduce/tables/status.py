@@ -13,7 +13,7 @@ from collections import Counter
 
 from ..config import list_ablations
 from ..records import UNREADABLE, is_stale
-from .summary import cost_against_budget, eval_set_groups, run_cpu_minutes, summarize
+from .summary import budget_digits, cost_against_budget, eval_set_groups, run_cpu_minutes, summarize
 from .verdicts import OUTCOMES, WEAK_REGIME_AP, judge_claims, reference_variants
 
 HEADER = ["Ablation", "Runs done / planned", "Reference row (COCO AP x 100)", "Paper claims", "Median run (CPU min)",
@@ -102,7 +102,7 @@ def _cost_cell(summary: dict) -> str:
     if b.get("run_over"):
         over.append(f"run over {b['run_budget']:g}")
     if b.get("ablation_over"):
-        digits = 2 if b["ablation_hours"] / b["ablation_budget"] < 1.05 else 1  # enough digits to show the side
+        digits = budget_digits(b["ablation_hours"], b["ablation_budget"])
         over.append(f"ablation ~{b['ablation_hours']:.{digits}f} h, over {b['ablation_budget']:g}")
     return f"{statistics.median(cpu):.1f}" + (f" ({'; '.join(over)})" if over else "")
 

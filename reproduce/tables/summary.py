@@ -76,6 +76,12 @@ def cost_against_budget(summary: dict) -> dict | None:
             "ablation_budget": float(budget["ablation_hours"]), "ablation_over": hours > budget["ablation_hours"]}
 
 
+def budget_digits(value: float, limit: float) -> int:
+    """Decimals a cost held against its budget is printed with: two within 5% of the limit, so that the side it
+    falls on shows (4.03 h against 4, not 4.0), one otherwise."""
+    return 2 if abs(value / limit - 1) < 0.05 else 1
+
+
 def mean_std(vals: list[float]) -> tuple[float, float]:
     if not vals:
         return math.nan, math.nan
