@@ -232,12 +232,15 @@ def cmd_speed(args) -> int:
     load_ablation(args.ablation)  # an unknown name lists the valid ones
     try:
         rows = measure_side_by_side(args.ablation, args.scale, rounds=args.rounds, repeats=args.repeats,
-                                    threads=args.threads, runs_root=runs_root(args))
+                                    threads=args.threads, runs_root=runs_root(args),
+                                    checkpoints_from=args.checkpoints_from)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for r in rows:
-        print(f"{r['variant']}/seed{r['seed']}: {r['median_ms']:.1f} ms, {r['fps']:.1f} FPS (min {r['min_ms']:.1f} ms)")
+        origin = "" if r["checkpoint"] == "own" else f", weights of the replay {r['checkpoint']}"
+        print(f"{r['variant']}/seed{r['seed']}: {r['median_ms']:.1f} ms, {r['fps']:.1f} FPS (min {r['min_ms']:.1f} ms"
+              f"{origin})")
     for p in write_all_tables([args.ablation], runs_root=runs_root(args), reports=reports_dir(args)):
         print(f"wrote {p}")
     return 0
@@ -467,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds")
     sp.add_argument("--repeats", type=_positive_int, default=10, help="timed forwards per run and round")
     sp.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's, all cores)")
+    sp.add_argument("--checkpoints-from", metavar="DIR",
+                    help="a run without its checkpoint here is timed from its replay in this store (`reproduce run "
+                         "... --runs-root DIR`) when the replay's losses, curve and metrics equal the record's")
     _add_store(sp)
     sp.set_defaults(fn=cmd_speed)
 

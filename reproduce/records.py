@@ -402,3 +402,20 @@ def replay_relation(mine: dict, same: dict) -> tuple[str | None, float]:
     if all(x == y for x, y in pairs):
         return "identical", 0.0
     return ("rounding" if rel < ROUNDING_REL else "inconclusive" if rel < DIFFERENT_REL else "different"), rel
+
+
+# what a run's training leaves in its record: equal in two records of one config, they trained the same weights
+TRAINING_RESULT_KEYS = ("params", "macs", "train_steps", "loss_trace", "curve", "metrics", "heldout_metrics")
+
+
+def training_differences(mine: dict, replay: dict) -> list[str]:
+    """The keys of :data:`TRAINING_RESULT_KEYS` in which ``replay`` (a run trained again with the config of
+    ``mine``) differs from ``mine``; empty when it replays ``mine`` bit for bit (the logged losses, every
+    validation of the curve, the final and held-out metrics equal to the last digit), so its checkpoint
+    holds the weights ``mine`` trained. Values compare as the JSON they are stored as (a NaN metric equals NaN;
+    a key neither record has, e.g. no held-out set, is equal); a record without a loss trace, curve or metrics
+    has nothing to compare and differs in them."""
+    def same(k):
+        return json.dumps(mine.get(k), sort_keys=True) == json.dumps(replay.get(k), sort_keys=True)
+    return [k for k in TRAINING_RESULT_KEYS
+            if not same(k) or (k in ("loss_trace", "curve", "metrics") and not mine.get(k))]

@@ -14,7 +14,13 @@ so on, so a load change hits every run alike. Each run's result is the median ov
 per-round median latency (batch 1, ``torch.inference_mode``, the first ``repeats`` val images of the run's
 data config, so every run of a table times the same images and its post-processing sees real detections;
 on random noise the trained runs of one architecture differed by up to 30%, see :mod:`reproduce.measure`),
-stored in its record as ``speed_side_by_side`` with the measuring session's id. ``reproduce tables``
+stored in its record as ``speed_side_by_side`` with the measuring session's id.
+
+Checkpoints are not committed, so a run trained on another machine has none here. ``--checkpoints-from
+DIR`` takes it from a replay: the run trained again into the store ``DIR`` (``reproduce run ... --runs-root
+DIR``), used only when the replay's record equals the run's in every training result (the logged losses,
+each validation, the final and held-out metrics: :func:`reproduce.records.training_differences`), so its
+weights are the run's; the measurement names the replay it used. ``reproduce tables``
 uses these figures for the FPS column when every completed run of the table carries one from the
 same session (:func:`reproduce.records.session_of`), and says so in the table note; otherwise it
 falls back to the per-run figures and says that instead.
@@ -33,7 +39,8 @@ import torch
 from .distributed import newest_last_checkpoint
 from .config import load_ablation
 from .measure import inference_speed
-from .records import load_records, record_path, trained_in, update_record
+from .records import (RUNS_DIR, load_records, read_record_or_none, record_path, trained_in, training_differences,
+                      update_record)
 from .tables import ConfigDrift
 
 
@@ -54,11 +61,43 @@ def _load_detector(ckpt: Path):
     return module.detector.eval()
 
 
+def _replay_checkpoint(ablation: str, record: dict, trained: Path, runs_root, replays) -> tuple[Path | None, str]:
+    """The checkpoint of a bit-for-bit replay of ``record`` in the store ``replays``, and where it came from;
+    or None and why not. The replay is looked for as this ablation's run, then as the run the record shares."""
+    replays = Path(replays)
+    store = Path(runs_root or RUNS_DIR).resolve()
+    own = record_path(ablation, record["variant"], record["seed"], replays)
+    trained = trained.resolve()
+    twin = replays / trained.relative_to(store) / "record.json" if trained.is_relative_to(store) else None
+    why = f"no completed replay in {replays}"
+    for path in (own, twin):
+        rep = read_record_or_none(path) if path is not None and path.exists() else None
+        if not rep or rep.get("status") != "completed":
+            continue
+        diff = training_differences(record, rep)
+        if diff:
+            why = f"replay {path} differs in {', '.join(diff)}"
+            continue
+        ckpt = newest_last_checkpoint(trained_in(path, rep))
+        if ckpt is None or _older(ckpt, rep):
+            why = f"replay {path} has no checkpoint of its own"
+            continue
+        return ckpt, str(path)
+    return None, why
+
+
+def _older(ckpt: Path, record: dict) -> bool:
+    """Whether a checkpoint predates the run's start (an earlier attempt's weights)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ckpt.stat().st_mtime)) < record.get("started", "")
+
+
 def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, repeats: int = 10,
-                         warmup: int = 3, threads: int | None = None, runs_root=None, log=print) -> list[dict]:
+                         warmup: int = 3, threads: int | None = None, runs_root=None, checkpoints_from=None,
+                         log=print) -> list[dict]:
     """Measure every completed run of ``ablation`` at ``scale`` that is a row of its table (config current,
-    :class:`~reproduce.tables.ConfigDrift`) and still has its checkpoint, in interleaved rounds; write
-    ``speed_side_by_side`` into each record; return one row per run."""
+    :class:`~reproduce.tables.ConfigDrift`) and still has its checkpoint (or, with ``checkpoints_from``, a
+    verified replay's), in interleaved rounds; write ``speed_side_by_side`` into each record; return one row
+    per run."""
     drift = ConfigDrift(load_ablation(ablation), scale)
     done = [r for r in load_records(ablation, runs_root) if r.get("scale") == scale and r.get("status") == "completed"]
     changed = [bool(drift(r)) for r in done]  # a stale record is no row of the table: not measured
@@ -73,11 +112,16 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
     runs, missing, images = [], [], {}
     for r in recs:
         path = record_path(ablation, r["variant"], r["seed"], runs_root)
-        ckpt = newest_last_checkpoint(trained_in(path, r))  # a shared run: the checkpoint of the run it shares
+        trained = trained_in(path, r)  # a shared run: the folder of the run it shares
+        ckpt = newest_last_checkpoint(trained)
         name = f"{r['variant']}/seed{r['seed']}"
-        if ckpt is None or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ckpt.stat().st_mtime)) < r.get("started", ""):
-            missing.append(name)  # none, or an earlier attempt's
-            continue
+        source = "own"
+        if ckpt is None or _older(ckpt, r):  # none, or an earlier attempt's
+            ckpt, source = (None, "") if checkpoints_from is None else _replay_checkpoint(
+                ablation, r, trained, runs_root, checkpoints_from)
+            if ckpt is None:
+                missing.append(f"{name} ({source})" if source else name)
+                continue
         try:
             det = _load_detector(ckpt)
             inputs = _speed_images(r["config"]["data"], repeats, images)
@@ -85,7 +129,8 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
             missing.append(f"{name} ({type(e).__name__}: {str(e)[:120]})")
             continue
         runs.append({"variant": r["variant"], "seed": r["seed"], "path": path, "detector": det,
-                     "size": int(r["config"]["data"]["image_size"]), "images": inputs, "times": [], "mins": []})
+                     "size": int(r["config"]["data"]["image_size"]), "images": inputs, "times": [], "mins": [],
+                     "checkpoint": source})
     if missing:
         log(f"no checkpoint of this attempt (not measured; the table falls back to per-run FPS): {', '.join(missing)}")
     if not runs:
@@ -109,7 +154,9 @@ def measure_side_by_side(ablation: str, scale: str = "cpu", *, rounds: int = 5, 
                  "input_size": run["size"], "input": run["input"], "session": session,
                  "runs_measured": len(runs),
                  "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in load_end],
-                 "host": platform.node(), "command": f"reproduce speed {ablation} --scale {scale}"}
+                 "host": platform.node(), "command": f"reproduce speed {ablation} --scale {scale}" + (
+                     f" --checkpoints-from {checkpoints_from}" if checkpoints_from else ""),
+                 "checkpoint": run["checkpoint"]}  # "own", or the record of the replay whose weights were timed
         update_record(run["path"], speed_side_by_side=speed)
         out.append({"variant": run["variant"], "seed": run["seed"], **speed})
     return out

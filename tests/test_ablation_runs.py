@@ -95,6 +95,35 @@ def test_failed_run_is_recorded_and_others_complete(test_configs, runs_root):
     md = write_ablation_tables("t_abl", runs_root=runs_root, reports=test_configs.parent / "reports")[0].read_text()
     assert "side by side in one process after training" in md and f"{row['fps']:.1f}" in md
 
+    # a run whose checkpoint is gone (trained on another machine) is timed from a replay in another store, only when
+    # the replay trained the same weights: its losses, curve and metrics equal the record's
+    import json
+    import shutil
+
+    here = record_path("t_abl", "good", 0, runs_root)
+    replays = runs_root.parent / "replays"
+    shutil.copytree(here.parent, replays / "t_abl/good/seed0")  # stands for `reproduce run t_abl --runs-root replays`
+    shutil.rmtree(trained_in(here, read_record(here)) / "checkpoints")
+    with pytest.raises(ValueError, match="no completed run at scale 'smoke' has a checkpoint"):
+        measure_side_by_side("t_abl", "smoke", rounds=1, repeats=1, warmup=0, runs_root=runs_root, log=log.append)
+    replay = record_path("t_abl", "good", 0, replays)
+    rec = json.loads(replay.read_text())
+    rec["curve"][-1]["AP"] += 1e-9  # another float rounding somewhere: other weights
+    replay.write_text(json.dumps(rec))
+    log.clear()
+    with pytest.raises(ValueError, match="has a checkpoint"):
+        measure_side_by_side("t_abl", "smoke", rounds=1, repeats=1, warmup=0, runs_root=runs_root,
+                             checkpoints_from=replays, log=log.append)
+    assert any(f"good/seed0 (replay {replay} differs in curve)" in line for line in log), log
+    rec["curve"][-1]["AP"] -= 1e-9
+    rec["curve"] = read_record(here)["curve"]
+    replay.write_text(json.dumps(rec))
+    [row] = measure_side_by_side("t_abl", "smoke", rounds=1, repeats=1, warmup=0, runs_root=runs_root,
+                                 checkpoints_from=replays, log=log.append)
+    assert row["checkpoint"] == str(replay) and row["command"].endswith(f"--checkpoints-from {replays}")
+    md = write_ablation_tables("t_abl", runs_root=runs_root, reports=test_configs.parent / "reports")[0].read_text()
+    assert "1 of them (good/seed0) timed from the checkpoint of a replay" in md
+
 
 def test_interrupted_run_resumes_from_checkpoint(test_configs, runs_root):
     run_ablation("t_abl", "smoke", seeds=1, variants=["good"], isolate=False, runs_root=runs_root, log=lambda *a: None)

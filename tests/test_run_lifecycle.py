@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reproduce.records import (UNREADABLE, RunLockedError, UnreadableRecordError, ended_unfinished, hold_run,
-                               load_records, read_record, record_path, write_record)
+                               load_records, read_record, record_path, training_differences, write_record)
 from reproduce.runtime import RecordedRun
 
 CORRUPT = {"truncated": '{"status": "comp', "empty": "", "object without status": "{}", "list": "[]",
@@ -21,6 +21,17 @@ CORRUPT = {"truncated": '{"status": "comp', "empty": "", "object without status"
 
 
 # ----------------------------------------------------------------------------- the record store
+def test_a_replay_stands_for_a_run_only_when_every_training_result_is_equal():
+    run = {"params": 10, "macs": 20, "train_steps": 3, "loss_trace": [[9, 1.25]],
+           "metrics": {"AP": 0.5, "APl": float("nan")}, "curve": [{"epoch": 1, "AP": 0.5}],
+           "heldout_metrics": {"AP": 0.49}, "wall_time_s": 100.0}
+    replay = json.loads(json.dumps({**run, "wall_time_s": 80.0, "host": "other"}))  # stored and read back: NaN stays
+    assert training_differences(run, replay) == []  # cost and machine are no training result
+    assert training_differences(run, {**replay, "loss_trace": [[9, 1.2500001]]}) == ["loss_trace"]
+    assert training_differences(run, {**replay, "heldout_metrics": None}) == ["heldout_metrics"]
+    assert training_differences({**run, "curve": []}, {**replay, "curve": []}) == ["curve"]  # nothing to compare
+
+
 def test_records_are_written_0644(tmp_path):
     path = tmp_path / "a" / "record.json"
     write_record(path, {"status": "completed"})

@@ -24,12 +24,23 @@ def _fps_note(summary: dict) -> str:
                 f"interleaved rounds, {every}"
                 f"{side['runs_measured']} runs measured side by side in one process after training "
                 f"(`{side['command']}`, {side['session']}, {side['threads']} thread(s), load average {load} "
-                "at start / end), mean over seeds" + (
+                f"at start / end){_replays_note(summary)}, mean over seeds" + (
                     f"; not measured in that session (trained after it, or no checkpoint where it ran; the row's FPS is "
                     f"its other seeds'): "
                     f"{', '.join(summary['fps_unmeasured'])}." if summary.get("fps_unmeasured") else "."))
     return (f"FPS: median CPU inference latency, batch 1, on {_inputs_note(summary)}, measured at the end of each "
             f"run{_threads_note(summary)}.")
+
+
+def _replays_note(summary: dict) -> str:
+    """The side-by-side runs timed from a replay's checkpoint (``reproduce speed --checkpoints-from``)."""
+    replayed = [f"{r['variant']}/seed{r['seed']}" for r in summary["records"] if r.get("status") == "completed"
+                and (r.get("speed_side_by_side") or {}).get("checkpoint", "own") != "own"]
+    if not replayed:
+        return ""
+    return (f"; {len(replayed)} of them ({', '.join(replayed)}) timed from the checkpoint of a replay, the run "
+            "trained again with its config, whose logged losses, validation curve and final and held-out metrics "
+            "equal the record's to the last digit")
 
 
 def _inputs_note(summary: dict) -> str:
