@@ -29,10 +29,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 # Every ``measure:`` key of a run config (name -> type; a dict is a sub-section, which may also be null:
 # ``speed: null`` skips the speed measurement), checked at load time by reproduce/schema.py. ``budget``: what
-# one run and one whole ablation may cost at the scale (1-thread runs, two at once on 2 idle cores); the tables
-# and ``reproduce status`` hold the records' CPU time against it.
+# one run and one whole ablation may cost at the scale (1-thread runs, two at once on 2 idle cores), and the
+# largest seed std (COCO AP x 100) of a reference row; the tables and ``reproduce status`` hold the records
+# against it.
 MEASURE_KEYS = {"paper_input_size": int | None, "speed": {"batch": int, "warmup": int, "repeats": int},
-                "budget": {"run_minutes": float, "ablation_hours": float}}
+                "budget": {"run_minutes": float, "ablation_hours": float, "seed_std_ap": float}}
 
 MACS_NOTE = "FLOPs are multiply-adds (MACs), as the papers count them: torch.utils.flop_counter FLOPs / 2."
 

@@ -301,6 +301,29 @@ def test_cost_is_held_against_the_scales_budget(tables, install_ablation, runs_r
     assert status_line("t_budget", "smoke", runs_root)[4] == "1.5 (run over 1.48; ablation ~0.21 h, over 0.2)"
 
 
+def test_a_reference_rows_seed_std_is_held_against_the_scales_target(install_ablation, runs_root):
+    """``measure.budget.seed_std_ap`` (cpu: 1.5 AP points): a reference row whose seed std exceeds it is named in
+    the table's regime line and marked in its status row; one within it, or a scale without it, is not."""
+    from reproduce.tables.status import status_line
+
+    spec = {**SPEC, "table": {**SPEC["table"], "reference": "a"},
+            "scales": {"smoke": {"measure": {"budget": {"run_minutes": 9, "ablation_hours": 9, "seed_std_ap": 1.5}}}}}
+    cfg_dir = install_ablation("t_std", spec)
+    abl = {**spec, "name": "t_std"}
+    for seed, ap in enumerate([0.40, 0.44]):  # std 2.8 points
+        rec = {**_record(abl, "a", seed, ap, 10.0, 1), "ablation": "t_std"}
+        write_record(record_path("t_std", "a", seed, runs_root), rec)
+    md = write_ablation_tables("t_std", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
+    assert ("- Regime: reference row at AP A 42.0 ± 2.8 (n=2); seed std above the scale's target of 1.5 "
+            "(`measure.budget.seed_std_ap`): A 2.8.") in md
+    assert status_line("t_std", "smoke", runs_root)[2] == "A: AP 42.0 ± 2.8 (n=2) (std over 1.5)"
+    spec["scales"]["smoke"]["measure"]["budget"]["seed_std_ap"] = 3.0
+    install_ablation("t_std", spec)
+    md = write_ablation_tables("t_std", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
+    assert "- Regime: reference row at AP A 42.0 ± 2.8 (n=2)." in md and "std over" not in status_line(
+        "t_std", "smoke", runs_root)[2]
+
+
 def test_voc_runs_show_voc07_map_beside_coco_ap(tables, install_ablation, runs_root):
     """Issue 16 item 9: a table of VOC runs has the VOC07 mAP@0.5 (11-point) and area mAP@0.5 columns beside COCO
     AP and names both definitions; a table of runs without them has neither column."""

@@ -67,7 +67,9 @@ def _reference_cell(summary: dict) -> str:
             continue
         weak = f" (below {WEAK_REGIME_AP * 100:.0f}: weak regime)" if m == "AP" and mean < WEAK_REGIME_AP else ""
         spread = f" ± {std * k:.1f}" if n > 1 else ""
-        cells.append(f"{r['label']}: {m} {mean * k:.1f}{spread} (n={n}){weak}")
+        target = summary.get("seed_std_target")
+        wide = f" (std over {target:g})" if m == "AP" and n > 1 and target is not None and std * k > target else ""
+        cells.append(f"{r['label']}: {m} {mean * k:.1f}{spread} (n={n}){weak}{wide}")
     return "; ".join(cells) or "-"
 
 
@@ -112,7 +114,8 @@ def status_table(scale: str = "cpu", runs_root=None, names: list[str] | None = N
     lines = [f"## Status at the `{scale}` scale", "",
              "Runs done: completed runs of the planned seeds whose config is the one the files give now (stale: "
              "records of an earlier config, left out of the table until re-run). Reference row: the row the scale "
-             f"is calibrated on; below AP {WEAK_REGIME_AP * 100:.0f} every verdict of the table is weak. "
+             f"is calibrated on; below AP {WEAK_REGIME_AP * 100:.0f} every verdict of the table is weak; \"std over "
+             "x\": its seed std is above the scale's target (`measure.budget.seed_std_ap`). "
              "Paper claims: each claim's verdict in the table (weak: the gap is within 2x the seed or run-to-run "
              "spread, or a compared row never left early learning). Median run: CPU minutes of one 1-thread run "
              "(about its wall time on an idle core), and which limit of the scale's `measure.budget` the runs miss "

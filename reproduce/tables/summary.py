@@ -339,4 +339,11 @@ def summarize(ablation: str, scale: str, runs_root=None, sizes: bool = True) -> 
     return {"ablation": abl, "scale": scale, "rows": rows, "metrics": metrics, "records": recs, "side_by_side": side,
             "mixed_eval": mixed_eval_sets(recs),
             "fps_unmeasured": unmeasured if side else [],
-            "stale_records": stale_recs, "runs_root": runs_root}
+            "stale_records": stale_recs, "runs_root": runs_root, "seed_std_target": seed_std_target(abl, scale)}
+
+
+def seed_std_target(ablation: dict, scale: str) -> float | None:
+    """The scale's ``measure.budget.seed_std_ap``: the largest seed std (COCO AP x 100) its reference rows should
+    show, so that the verdicts, judged against the seed spread, can separate the papers' gaps; None when unset."""
+    budget = (resolve_scale(ablation, scale).get("measure") or {}).get("budget") or {}
+    return None if budget.get("seed_std_ap") is None else float(budget["seed_std_ap"])

@@ -56,6 +56,12 @@ def regime_line(summary: dict) -> str | None:
 
     cells = ", ".join(cell(r) for r in rows)
     what = "reference row" + ("s" if len(rows) > 1 else "")
+    target = summary.get("seed_std_target")
+    wide = [r for r in rows if target is not None and m != "FPS" and r["metrics"][m][2] > 1
+            and r["metrics"][m][1] * 100 > target]
+    if wide:  # the scale did not reach its spread target for this table: say so beside the regime
+        cells += (f"; seed std above the scale's target of {target:g} (`measure.budget.seed_std_ap`): "
+                  + ", ".join(f"{r['label']} {r['metrics'][m][1] * 100:.1f}" for r in wide))
     if min(r["metrics"][m][0] for r in rows) < WEAK_REGIME_AP:
         return (f"- Regime: {what} at {m} {cells}, below {WEAK_REGIME_AP * 100:.0f}: the models are still starting "
                 f"to learn, so **every verdict below is weak** (it measures how fast a row starts learning, not "
