@@ -322,6 +322,12 @@ def test_a_reference_rows_seed_std_is_held_against_the_scales_target(install_abl
     md = write_ablation_tables("t_std", runs_root=runs_root, reports=cfg_dir.parent / "reports")[0].read_text()
     assert "- Regime: reference row at AP A 42.0 ± 2.8 (n=2)." in md and "std over" not in status_line(
         "t_std", "smoke", runs_root)[2]
+    from reproduce.tables.verdicts import std_over_target
+
+    row = {"metrics": {"AP": (0.42, 0.0152, 3), "FPS": (20.0, 5.0, 3)}}
+    assert not std_over_target({"seed_std_target": 1.5}, row, "AP")  # printed as 1.5: on the target, not over it
+    assert std_over_target({"seed_std_target": 1.4}, row, "AP") and not std_over_target({}, row, "AP")
+    assert not std_over_target({"seed_std_target": 1.4}, row, "FPS")  # a target for AP only
 
 
 def test_voc_runs_show_voc07_map_beside_coco_ap(tables, install_ablation, runs_root):

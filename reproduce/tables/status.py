@@ -14,7 +14,7 @@ from collections import Counter
 from ..config import list_ablations
 from ..records import UNREADABLE, is_stale
 from .summary import budget_digits, cost_against_budget, eval_set_groups, run_cpu_minutes, summarize
-from .verdicts import OUTCOMES, WEAK_REGIME_AP, judge_claims, reference_variants
+from .verdicts import OUTCOMES, WEAK_REGIME_AP, judge_claims, reference_variants, std_over_target
 
 HEADER = ["Ablation", "Runs done / planned", "Reference row (COCO AP x 100)", "Paper claims", "Median run (CPU min)",
           "Runs started"]
@@ -67,8 +67,7 @@ def _reference_cell(summary: dict) -> str:
             continue
         weak = f" (below {WEAK_REGIME_AP * 100:.0f}: weak regime)" if m == "AP" and mean < WEAK_REGIME_AP else ""
         spread = f" ± {std * k:.1f}" if n > 1 else ""
-        target = summary.get("seed_std_target")
-        wide = f" (std over {target:g})" if m == "AP" and n > 1 and target is not None and std * k > target else ""
+        wide = f" (std over {summary['seed_std_target']:g})" if std_over_target(summary, r, m) else ""
         cells.append(f"{r['label']}: {m} {mean * k:.1f}{spread} (n={n}){weak}{wide}")
     return "; ".join(cells) or "-"
 

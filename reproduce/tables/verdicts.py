@@ -40,6 +40,14 @@ def reference_variants(ablation: dict) -> list[str]:
     return [] if ref is None else [ref] if isinstance(ref, str) else list(ref)
 
 
+def std_over_target(summary: dict, row: dict, metric: str) -> bool:
+    """Whether a row's seed std of an AP metric, as the tables print it (x 100, one decimal), is above the
+    scale's ``measure.budget.seed_std_ap`` (:func:`reproduce.tables.summary.seed_std_target`)."""
+    target = summary.get("seed_std_target")
+    _, std, n = row["metrics"].get(metric, (0.0, 0.0, 0))
+    return target is not None and metric != "FPS" and n > 1 and round(std * 100, 1) > target
+
+
 def regime_line(summary: dict) -> str | None:
     """The AP regime of the table: its ``table.reference`` row's primary metric (mean over seeds), and
     whether it is too low for the verdicts to mean much."""
@@ -56,11 +64,9 @@ def regime_line(summary: dict) -> str | None:
 
     cells = ", ".join(cell(r) for r in rows)
     what = "reference row" + ("s" if len(rows) > 1 else "")
-    target = summary.get("seed_std_target")
-    wide = [r for r in rows if target is not None and m != "FPS" and r["metrics"][m][2] > 1
-            and r["metrics"][m][1] * 100 > target]
+    wide = [r for r in rows if std_over_target(summary, r, m)]
     if wide:  # the scale did not reach its spread target for this table: say so beside the regime
-        cells += (f"; seed std above the scale's target of {target:g} (`measure.budget.seed_std_ap`): "
+        cells += (f"; seed std above the scale's target of {summary['seed_std_target']:g} (`measure.budget.seed_std_ap`): "
                   + ", ".join(f"{r['label']} {r['metrics'][m][1] * 100:.1f}" for r in wide))
     if min(r["metrics"][m][0] for r in rows) < WEAK_REGIME_AP:
         return (f"- Regime: {what} at {m} {cells}, below {WEAK_REGIME_AP * 100:.0f}: the models are still starting "
