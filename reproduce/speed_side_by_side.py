@@ -68,10 +68,10 @@ def _replay_checkpoint(ablation: str, record: dict, trained: Path, runs_root, re
     store = Path(runs_root or RUNS_DIR).resolve()
     own = record_path(ablation, record["variant"], record["seed"], replays)
     trained = trained.resolve()
-    twin = replays / trained.relative_to(store) / "record.json" if trained.is_relative_to(store) else None
+    twin = replays / trained.relative_to(store) / "record.json" if trained.is_relative_to(store) else own
     why = f"no completed replay in {replays}"
-    for path in (own, twin):
-        rep = read_record_or_none(path) if path is not None and path.exists() else None
+    for path in dict.fromkeys((own, twin)):  # one path when the record is the run's own
+        rep = read_record_or_none(path)
         if not rep or rep.get("status") != "completed":
             continue
         diff = training_differences(record, rep)

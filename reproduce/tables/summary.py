@@ -60,10 +60,10 @@ def cost_against_budget(summary: dict) -> dict | None:
     ablation <= ``ablation_hours`` on 2 idle cores running two 1-thread runs at once): the median run's CPU
     minutes (:func:`run_cpu_minutes`), and the whole ablation estimated as the mean run x its planned runs
     (variants x seeds) plus the preparation steps its runs recorded (each distinct step once, wall time),
-    halved for the two cores. None when the scale sets no budget or no run measured its CPU time."""
-    budget = (resolve_scale(summary["ablation"], summary["scale"]).get("measure") or {}).get("budget")
+    halved for the two cores. None when the scale sets no cost budget or no run measured its CPU time."""
+    budget = scale_budget(summary["ablation"], summary["scale"])
     cpu = run_cpu_minutes(summary)
-    if not budget or not cpu:
+    if "run_minutes" not in budget or "ablation_hours" not in budget or not cpu:  # e.g. a seed_std_ap target only
         return None
     planned = len(summary["rows"]) * int(summary["ablation"].get("seeds", 3))
     steps = {record: minutes for r in summary["rows"] for per_kind in (r.get("prepare_costs") or {}).values()
@@ -342,8 +342,13 @@ def summarize(ablation: str, scale: str, runs_root=None, sizes: bool = True) -> 
             "stale_records": stale_recs, "runs_root": runs_root, "seed_std_target": seed_std_target(abl, scale)}
 
 
+def scale_budget(ablation: dict, scale: str) -> dict:
+    """The scale's ``measure.budget`` for this ablation (``{}`` when it sets none)."""
+    return (resolve_scale(ablation, scale).get("measure") or {}).get("budget") or {}
+
+
 def seed_std_target(ablation: dict, scale: str) -> float | None:
     """The scale's ``measure.budget.seed_std_ap``: the largest seed std (COCO AP x 100) its reference rows should
     show, so that the verdicts, judged against the seed spread, can separate the papers' gaps; None when unset."""
-    budget = (resolve_scale(ablation, scale).get("measure") or {}).get("budget") or {}
-    return None if budget.get("seed_std_ap") is None else float(budget["seed_std_ap"])
+    target = scale_budget(ablation, scale).get("seed_std_ap")
+    return None if target is None else float(target)
